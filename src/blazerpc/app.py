@@ -1,0 +1,107 @@
+"""``BlazeApp``: the decorator that turns functions into served models."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Awaitable, Callable, TypeVar
+
+from .registry import BatchConfig, ModelInfo, Registry
+from .schema import read_signature
+
+F = TypeVar("F", bound=Callable[..., Any])
+Hook = Callable[[], Awaitable[None] | None]
+
+
+class BlazeApp:
+    """A set of models plus the hooks that run when serving starts and stops.
+
+    >>> app = BlazeApp()
+    >>> @app.model("echo")
+    ... def echo(text: str) -> str:
+    ...     return text
+    """
+
+    def __init__(
+        self,
+        name: str = "blazerpc",
+        *,
+        enable_batching: bool = False,
+        max_batch_size: int = 32,
+        batch_timeout_ms: float = 5.0,
+        max_queue_size: int = 1024,
+    ) -> None:
+        self.name = name
+        self.registry = Registry()
+        self.batch_defaults = BatchConfig(max_batch_size, batch_timeout_ms, max_queue_size)
+        self.enable_batching = enable_batching
+        self.startup_hooks: list[Hook] = []
+        self.shutdown_hooks: list[Hook] = []
+
+    def model(
+        self,
+        name: str,
+        *,
+        version: str = "1",
+        streaming: bool = False,
+        batching: bool | None = None,
+        max_batch_size: int | None = None,
+        batch_timeout_ms: float | None = None,
+        max_queue_size: int | None = None,
+    ) -> Callable[[F], F]:
+        """Register a function as the model ``name``.
+
+        Parameters and the return type come from type hints. With ``streaming=True`` the
+        function is a generator (sync or async) and each yielded value is one message.
+        ``batching`` (default: the app's ``enable_batching``) gathers concurrent requests
+        into one call; see docs/batching.md for the contract.
+        """
+
+        def register(fn: F) -> F:
+            where = f"model {name!r} (function {getattr(fn, '__qualname__', fn)!r})"
+            is_gen = inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn)
+            if streaming and not is_gen:
+                raise TypeError(f"{where}: streaming=True needs a generator function (one that yields)")
+            if not streaming and is_gen:
+                raise TypeError(f"{where}: a generator function needs streaming=True")
+            batch = None
+            if (self.enable_batching if batching is None else batching) and not streaming:
+                defaults = self.batch_defaults
+                batch = BatchConfig(
+                    defaults.max_batch_size if max_batch_size is None else max_batch_size,
+                    defaults.batch_timeout_ms if batch_timeout_ms is None else batch_timeout_ms,
+                    defaults.max_queue_size if max_queue_size is None else max_queue_size,
+                )
+            info = ModelInfo(
+                name=name,
+                fn=fn,
+                signature=read_signature(fn, where, streaming),
+                version=version,
+                streaming=streaming,
+                batch=batch,
+                description=inspect.getdoc(fn) or "",
+            )
+            self.registry.add(info)
+            return fn
+
+        return register
+
+    def on_startup(self, fn: Hook) -> Hook:
+        """Run ``fn`` (sync or async) before the server reports SERVING, e.g. to load weights."""
+        self.startup_hooks.append(fn)
+        return fn
+
+    def on_shutdown(self, fn: Hook) -> Hook:
+        """Run ``fn`` after the last request has finished or been cancelled."""
+        self.shutdown_hooks.append(fn)
+        return fn
+
+    def serve(
+        self, host: str = "0.0.0.0", port: int | None = 50051, http_port: int | None = 8000, **options: Any
+    ) -> None:
+        """Serve gRPC on ``port`` and HTTP on ``http_port`` until SIGINT or SIGTERM.
+
+        ``None`` turns a transport off; other options are those of ``ServeConfig``.
+        """
+        from .serving import ServeConfig, run
+
+        run(self, ServeConfig(host=host, grpc_port=port, http_port=http_port, **options))

@@ -1,0 +1,78 @@
+"""The ``blaze`` command."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .protobuf.descriptors import build_file
+from .protobuf.render import render_proto
+from .serving import ServeConfig, run
+from .workers import import_app, run_with_reload, run_workers
+
+cli = typer.Typer(help="Serve Python models and LLMs over gRPC and HTTP.", no_args_is_help=True, add_completion=False)
+
+
+@cli.command()
+def serve(
+    app: Annotated[str, typer.Argument(help="The app to serve, as module:attribute (e.g. app:app).")],
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "0.0.0.0",
+    port: Annotated[int, typer.Option(help="gRPC port.")] = 50051,
+    http_port: Annotated[int, typer.Option(help="HTTP port (JSON, SSE, /docs).")] = 8000,
+    grpc: Annotated[bool, typer.Option(help="Serve gRPC.")] = True,
+    http: Annotated[bool, typer.Option(help="Serve HTTP.")] = True,
+    workers: Annotated[int, typer.Option(min=1, help="Processes sharing the ports (SO_REUSEPORT).")] = 1,
+    reload: Annotated[bool, typer.Option(help="Restart when a .py file under the current directory changes.")] = False,
+    grace_period: Annotated[float, typer.Option(min=0, help="Seconds in-flight calls get on shutdown.")] = 10.0,
+    log_level: Annotated[str, typer.Option(help="Logging level.")] = "info",
+) -> None:
+    """Serve an app's models over gRPC and HTTP until SIGINT or SIGTERM."""
+    _logging(log_level)
+    try:
+        config = ServeConfig(
+            host=host,
+            grpc_port=port if grpc else None,
+            http_port=http_port if http else None,
+            grace_period=grace_period,
+        )
+        if reload and workers > 1:
+            raise ValueError("--reload and --workers cannot be combined")
+        if reload:
+            raise typer.Exit(run_with_reload(app, config, Path.cwd()))
+        if workers > 1:
+            raise typer.Exit(run_workers(app, config, workers))
+        blaze_app = import_app(app)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    run(blaze_app, config)
+
+
+@cli.command()
+def proto(
+    app: Annotated[str, typer.Argument(help="The app, as module:attribute.")],
+    output_dir: Annotated[Path, typer.Option(help="Where to write blazerpc.proto.")] = Path("."),
+) -> None:
+    """Write the app's .proto file (package blazerpc, service InferenceService)."""
+    try:
+        blaze_app = import_app(app)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / "blazerpc.proto"
+    path.write_text(render_proto(build_file(blaze_app.registry)))
+    typer.echo(f"wrote {path}")
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""gRPC transport on grpclib: the inference service, health, reflection, and the client."""

@@ -1,0 +1,116 @@
+"""The ``blazerpc.InferenceService`` handlers, one per registered model."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from google.protobuf.message import DecodeError
+from grpclib import GRPCError
+from grpclib.exceptions import ProtocolError, StreamTerminatedError
+from grpclib.const import Cardinality, Handler
+from grpclib.const import Status as GStatus
+from grpclib.server import Stream
+
+from ..errors import BlazeError, Status, short_error
+from ..lifecycle import Lifecycle
+from ..protobuf.codec import encoder, request_decoder
+from ..protobuf.descriptors import Schema, method_path, request_name, response_name
+from ..registry import ModelInfo, Registry
+from ..runtime import Runtime
+from ..schema import Struct
+
+log = logging.getLogger("blazerpc.grpc")
+
+Invoke = Callable[[ModelInfo, dict[str, Any]], Awaitable[Any]]
+
+
+class InferenceService:
+    """A grpclib servable: ``__mapping__`` gives ``{path: Handler}`` for every model."""
+
+    def __init__(
+        self, registry: Registry, schema: Schema, runtime: Runtime, lifecycle: Lifecycle, invoke: Invoke
+    ) -> None:
+        self.registry = registry
+        self.schema = schema
+        self.runtime = runtime
+        self.lifecycle = lifecycle
+        self.invoke = invoke
+
+    def __mapping__(self) -> dict[str, Handler]:
+        mapping = {}
+        for model in self.registry:
+            request_cls = self.schema.message_class(request_name(model))
+            reply_cls = self.schema.message_class(response_name(model))
+            if model.streaming:
+                func, cardinality = self._streaming(model), Cardinality.UNARY_STREAM
+            else:
+                func, cardinality = self._unary(model), Cardinality.UNARY_UNARY
+            mapping[method_path(model)] = Handler(func, cardinality, request_cls, reply_cls)
+        return mapping
+
+    def _reply_encoder(self, model: ModelInfo) -> Callable[[Any], Any]:
+        encode = encoder(self.schema.descriptor(response_name(model)))
+        wrapped = not isinstance(model.signature.output, Struct)
+
+        def encode_reply(value: Any) -> Any:
+            try:
+                return encode({"result": value} if wrapped else value)
+            except BlazeError as exc:  # the model returned something its hints do not allow
+                raise RuntimeError(f"model {model.name!r} returned a bad value: {exc.message}") from None
+
+        return encode_reply
+
+    def _unary(self, model: ModelInfo) -> Callable[[Stream[Any, Any]], Awaitable[None]]:
+        decode = request_decoder(model.signature.inputs)
+        encode_reply = self._reply_encoder(model)
+
+        async def handle(stream: Stream[Any, Any]) -> None:
+            with _status_errors(model), self.lifecycle.track():
+                kwargs = decode(await _recv(stream))
+                reply = encode_reply(await self.invoke(model, kwargs))
+            await stream.send_message(reply)
+
+        return handle
+
+    def _streaming(self, model: ModelInfo) -> Callable[[Stream[Any, Any]], Awaitable[None]]:
+        decode = request_decoder(model.signature.inputs)
+        encode_reply = self._reply_encoder(model)
+
+        async def handle(stream: Stream[Any, Any]) -> None:
+            with _status_errors(model), self.lifecycle.track():
+                kwargs = decode(await _recv(stream))
+                async with self.runtime.stream(model, kwargs) as items:
+                    async for item in items:
+                        await stream.send_message(encode_reply(item))
+
+        return handle
+
+
+async def _recv(stream: Stream[Any, Any]) -> Any:
+    try:
+        request = await stream.recv_message()
+    except DecodeError as exc:
+        raise BlazeError(Status.INVALID_ARGUMENT, f"cannot decode request: {exc}") from None
+    if request is None:
+        raise BlazeError(Status.INVALID_ARGUMENT, "no request message")
+    return request
+
+
+class _status_errors:
+    """Turn model errors into gRPC statuses; log unexpected ones once, with the traceback."""
+
+    def __init__(self, model: ModelInfo) -> None:
+        self.model = model
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if not isinstance(exc, Exception) or isinstance(exc, (GRPCError, StreamTerminatedError, ProtocolError)):
+            return False
+        if isinstance(exc, BlazeError):
+            raise GRPCError(GStatus(exc.status.value), exc.message) from None
+        log.exception("model %r failed", self.model.name, exc_info=exc)
+        raise GRPCError(GStatus.INTERNAL, f"model {self.model.name!r} failed: {short_error(exc)}") from None

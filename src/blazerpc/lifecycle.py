@@ -1,0 +1,64 @@
+"""Readiness and in-flight work, shared by the gRPC and HTTP transports."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from .errors import BlazeError, Status
+
+
+class Lifecycle:
+    """Starting -> ready -> draining. Counts calls in flight so shutdown can wait for them."""
+
+    def __init__(self) -> None:
+        self.ready = False
+        self.draining = False
+        self.active = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._listeners: list[Callable[[bool], None]] = []
+
+    def on_change(self, listener: Callable[[bool], None]) -> None:
+        """Call ``listener(serving)`` now and whenever readiness changes."""
+        self._listeners.append(listener)
+        listener(self.serving)
+
+    @property
+    def serving(self) -> bool:
+        return self.ready and not self.draining
+
+    def set_ready(self) -> None:
+        self.ready = True
+        self._notify()
+
+    def start_draining(self) -> None:
+        self.draining = True
+        self._notify()
+
+    def _notify(self) -> None:
+        for listener in self._listeners:
+            listener(self.serving)
+
+    @contextmanager
+    def track(self) -> Iterator[None]:
+        """Count one call in flight; refuse it with UNAVAILABLE while draining."""
+        if self.draining:
+            raise BlazeError(Status.UNAVAILABLE, "server is shutting down")
+        self.active += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self.active -= 1
+            if self.active == 0:
+                self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """True if every call in flight finished within ``timeout`` seconds."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False

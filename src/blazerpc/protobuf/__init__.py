@@ -1,0 +1,1 @@
+"""Protobuf schema of a registry: descriptors built at runtime, the .proto text, and codecs."""

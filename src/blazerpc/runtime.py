@@ -1,0 +1,102 @@
+"""Calling model functions without blocking the event loop.
+
+Coroutines and async generators run on the loop. Sync functions and sync generators run
+in a thread pool; a sync generator advances one item per pool task, so cancelling its
+consumer closes it right after the item in progress, in the thread that ran it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+
+from .registry import ModelInfo
+
+#: A send loop gives the event loop a turn after this many items, so a generator that
+#: never awaits cannot starve other clients or hide a cancellation.
+YIELD_EVERY = 16
+
+
+class Runtime:
+    """Owns the worker threads that run sync model code."""
+
+    def __init__(self, max_threads: int = 64) -> None:
+        self.executor = concurrent.futures.ThreadPoolExecutor(max_threads, thread_name_prefix="blaze-model")
+
+    async def call(self, model: ModelInfo, kwargs: dict[str, Any]) -> Any:
+        """Run a unary model function once."""
+        if inspect.iscoroutinefunction(model.fn):
+            return await model.fn(**kwargs)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, partial(model.fn, **kwargs))
+
+    @asynccontextmanager
+    async def stream(self, model: ModelInfo, kwargs: dict[str, Any]) -> AsyncIterator[AsyncIterator[Any]]:
+        """The items of a streaming model; leaving the block closes the generator."""
+        source = model.fn(**kwargs)
+        if inspect.isasyncgen(source):
+            items = _paced(source)
+            try:
+                yield items
+            finally:
+                await items.aclose()
+                await source.aclose()
+        else:
+            threaded = _ThreadedIterator(source, self.executor)
+            try:
+                yield _paced(threaded)
+            finally:
+                threaded.close()
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def _paced(source: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    n = 0
+    async for item in source:
+        yield item
+        n += 1
+        if n % YIELD_EVERY == 0:
+            await asyncio.sleep(0)
+
+
+_DONE = object()
+
+
+def _next(gen: Iterator[Any]) -> Any:
+    return next(gen, _DONE)
+
+
+class _ThreadedIterator:
+    """An async iterator over a sync generator, one ``next()`` per pool task."""
+
+    def __init__(self, gen: Iterator[Any], executor: concurrent.futures.Executor) -> None:
+        self.gen = gen
+        self.executor = executor
+        self.pending: concurrent.futures.Future[Any] | None = None
+
+    def __aiter__(self) -> _ThreadedIterator:
+        return self
+
+    async def __anext__(self) -> Any:
+        self.pending = self.executor.submit(_next, self.gen)
+        item = await asyncio.wrap_future(self.pending)
+        if item is _DONE:
+            raise StopAsyncIteration
+        return item
+
+    def close(self) -> None:
+        """Close the generator (its ``finally`` runs) once any ``next()`` in flight returns."""
+        close = getattr(self.gen, "close", None)
+        if close is None:
+            return
+        if self.pending is None or self.pending.done():
+            self.executor.submit(close)
+        else:
+            self.pending.add_done_callback(lambda _: close())

@@ -1,0 +1,160 @@
+"""Running an app: transports, startup and shutdown hooks, signals, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import signal
+from dataclasses import dataclass
+from typing import Any
+
+from .app import BlazeApp, Hook
+from .lifecycle import Lifecycle
+from .registry import ModelInfo
+from .runtime import Runtime
+
+log = logging.getLogger("blazerpc")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Where and how to serve. A port of ``None`` turns that transport off; 0 picks a free one."""
+
+    host: str = "0.0.0.0"
+    grpc_port: int | None = 50051
+    http_port: int | None = 8000
+    grace_period: float = 10.0
+    reuse_port: bool = False
+    max_threads: int = 64
+
+    def __post_init__(self) -> None:
+        for name in ("grpc_port", "http_port"):
+            port = getattr(self, name)
+            if port is not None and not 0 <= port <= 65535:
+                raise ValueError(f"{name} must be between 0 and 65535, got {port}")
+        if self.grpc_port is None and self.http_port is None:
+            raise ValueError("both transports are off; give a gRPC port or an HTTP port")
+        if self.grace_period < 0:
+            raise ValueError(f"grace_period must be >= 0 seconds, got {self.grace_period}")
+        if self.max_threads < 1:
+            raise ValueError(f"max_threads must be >= 1, got {self.max_threads}")
+
+
+class BlazeServer:
+    """One process serving an app over gRPC and/or HTTP on one event loop.
+
+    ``await start()`` binds the ports (health says NOT_SERVING), runs the startup hooks,
+    then reports SERVING. ``await stop()`` drains: readiness goes off, listeners close,
+    calls in flight get ``grace_period`` seconds, the rest are cancelled.
+    """
+
+    def __init__(self, app: BlazeApp, config: ServeConfig | None = None) -> None:
+        self.app = app
+        self.config = config or ServeConfig()
+        self.lifecycle = Lifecycle()
+        self.runtime = Runtime(self.config.max_threads)
+        self.grpc: Any = None
+        self.http: Any = None
+        self._stopped = False
+
+    @property
+    def grpc_port(self) -> int:
+        return int(self.grpc.port) if self.grpc else 0
+
+    @property
+    def http_port(self) -> int:
+        return int(self.http.port) if self.http else 0
+
+    async def invoke(self, model: ModelInfo, kwargs: dict[str, Any]) -> Any:
+        return await self.runtime.call(model, kwargs)
+
+    async def start(self) -> None:
+        cfg = self.config
+        if cfg.grpc_port is not None:
+            from .grpc.server import GrpcTransport
+            from .protobuf.descriptors import Schema
+
+            self.grpc = GrpcTransport(
+                self.app.registry, Schema.of(self.app.registry), self.runtime, self.lifecycle, self.invoke
+            )
+            await self.grpc.start(cfg.host, cfg.grpc_port, cfg.reuse_port)
+        if cfg.http_port is not None:
+            from .http.server import HttpTransport
+
+            self.http = HttpTransport(self.app, self.runtime, self.lifecycle, self.invoke)
+            await self.http.start(cfg.host, cfg.http_port, cfg.reuse_port)
+        await _run_hooks(self.app.startup_hooks, self.runtime)
+        self.lifecycle.set_ready()
+        self._banner()
+
+    async def stop(self, grace_period: float | None = None) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        grace = self.config.grace_period if grace_period is None else grace_period
+        self.lifecycle.start_draining()
+        if self.grpc:
+            self.grpc.stop_accepting()
+        if self.http:
+            self.http.stop_accepting()
+        if not await self.lifecycle.wait_idle(grace):
+            log.warning("%d call(s) still running after %.1fs grace period; cancelling", self.lifecycle.active, grace)
+        if self.grpc:
+            await self.grpc.close()
+        if self.http:
+            await self.http.close()
+        await _run_hooks(self.app.shutdown_hooks, self.runtime)
+        self.runtime.shutdown()
+        log.info("stopped")
+
+    async def serve_forever(self) -> None:
+        """Serve until SIGINT or SIGTERM; a second signal skips the grace period."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        signals = 0
+
+        def on_signal(signum: int) -> None:
+            nonlocal signals
+            signals += 1
+            log.info("received %s, shutting down%s", signal.Signals(signum).name, " now" if signals > 1 else "")
+            stop.set()
+            if signals > 1:
+                self.lifecycle._idle.set()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal, signum)
+        try:
+            await self.start()
+            await stop.wait()
+        finally:
+            await self.stop()
+
+    def _banner(self) -> None:
+        addresses = []
+        if self.grpc:
+            addresses.append(f"gRPC on {self.config.host}:{self.grpc_port}")
+        if self.http:
+            addresses.append(f"HTTP on http://{self.config.host}:{self.http_port}")
+        from . import __version__
+
+        log.info("blazerpc %s serving %s", __version__, ", ".join(addresses))
+        for m in self.app.registry:
+            kind = "streaming" if m.streaming else ("batched" if m.batch else "unary")
+            log.info("  model %s (version %s, %s)", m.name, m.version, kind)
+
+
+async def _run_hooks(hooks: list[Hook], runtime: Runtime) -> None:
+    loop = asyncio.get_running_loop()
+    for hook in hooks:
+        if inspect.iscoroutinefunction(hook):
+            await hook()
+        else:
+            await loop.run_in_executor(runtime.executor, hook)
+
+
+def run(app: BlazeApp, config: ServeConfig) -> None:
+    """Serve ``app`` in this process until a signal stops it."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(BlazeServer(app, config).serve_forever())
