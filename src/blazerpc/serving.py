@@ -82,7 +82,7 @@ class BlazeServer:
         if cfg.http_port is not None:
             from .http.server import HttpTransport
 
-            self.http = HttpTransport(self.app, self.runtime, self.lifecycle, self.invoke)
+            self.http = HttpTransport(self.app, self.runtime, self.lifecycle, self.invoke, cfg.grace_period)
             await self.http.start(cfg.host, cfg.http_port, cfg.reuse_port)
         await _run_hooks(self.app.startup_hooks, self.runtime)
         self.lifecycle.set_ready()

@@ -1,0 +1,1 @@
+"""HTTP transport on FastAPI + uvicorn: JSON, Server-Sent Events, health, OpenAPI docs."""

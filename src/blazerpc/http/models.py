@@ -1,0 +1,152 @@
+"""Pydantic request/response models and JSON converters, from the same schema as protobuf."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any
+
+import numpy as np
+import pydantic
+from pydantic import AfterValidator, BaseModel, Field, create_model
+
+from ..errors import InvalidArgument
+from ..schema import MISSING, ListOf, Scalar, Struct, Tensor, TypeSpec
+from ..schema import Field as SpecField
+from ..tensor import TensorSpec
+
+ToJson = Callable[[Any], Any]
+
+
+class TensorJson(BaseModel):
+    """A tensor in JSON: nested lists plus dtype and shape."""
+
+    data: list[Any]
+    dtype: str
+    shape: list[int]
+
+
+class ErrorDetail(BaseModel):
+    status: str
+    code: int
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+def request_model(
+    name: str, fields: tuple[SpecField, ...], extra: dict[str, Any] | None = None
+) -> type[BaseModel]:
+    """A pydantic model whose validated ``kwargs()`` are the model function's arguments."""
+    definitions: dict[str, Any] = {f.name: _definition(f) for f in fields}
+    definitions.update(extra or {})
+    return create_model(name, __config__=pydantic.ConfigDict(extra="forbid"), **definitions)
+
+
+def _definition(f: SpecField) -> tuple[Any, Any]:
+    annotation = _annotation(f.type)
+    if f.optional:
+        annotation = annotation | None
+    if f.default is not MISSING:
+        return annotation, f.default
+    return annotation, (None if f.optional else ...)
+
+
+def _annotation(spec: TypeSpec) -> Any:
+    if isinstance(spec, Scalar):
+        return spec.py
+    if isinstance(spec, ListOf):
+        return list[_annotation(spec.item)]  # type: ignore[misc]
+    if isinstance(spec, Tensor):
+        described = Field(description=f"{spec.spec.dtype.name} tensor {spec.spec.describe()} as nested lists")
+        return Annotated[list[Any], AfterValidator(_tensor_validator(spec.spec)), described]
+    struct_model = request_model(spec.name, spec.fields)
+    cls = spec.cls
+    return Annotated[struct_model, AfterValidator(lambda m: cls(**_values(m)))]
+
+
+def _values(model: BaseModel) -> dict[str, Any]:
+    return {name: getattr(model, name) for name in type(model).model_fields}
+
+
+def kwargs_of(request: BaseModel, names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: getattr(request, name) for name in names}
+
+
+def _tensor_validator(spec: TensorSpec) -> Callable[[list[Any]], Any]:
+    def to_array(value: list[Any]) -> Any:
+        try:
+            array = np.asarray(value)
+        except ValueError:
+            raise ValueError("ragged nested lists; every row must have the same length") from None
+        if array.dtype == object:
+            raise ValueError("ragged nested lists; every row must have the same length")
+        if array.size and not np.can_cast(array.dtype, spec.dtype, "same_kind"):
+            raise ValueError(f"expected {spec.dtype.name} values, got {array.dtype.name}")
+        array = array.astype(spec.dtype, copy=False)
+        try:
+            spec.check(array, "tensor")
+        except InvalidArgument as exc:
+            raise ValueError(exc.message) from None
+        return array
+
+    return to_array
+
+
+def response_model(name: str, output: TypeSpec) -> type[BaseModel]:
+    """The documented shape of a result: a struct's fields, or ``{"result": value}``."""
+    if isinstance(output, Struct):
+        return create_model(name, **{f.name: (_out_annotation(f.type, f.optional), ...) for f in output.fields})
+    return create_model(name, result=(_out_annotation(output, False), ...))
+
+
+def _out_annotation(spec: TypeSpec, optional: bool) -> Any:
+    if isinstance(spec, Scalar):
+        annotation: Any = str if spec.py is bytes else spec.py
+    elif isinstance(spec, ListOf):
+        annotation = list[_out_annotation(spec.item, False)]  # type: ignore[misc]
+    elif isinstance(spec, Tensor):
+        annotation = TensorJson
+    else:
+        annotation = response_model(spec.name, spec)
+    return annotation | None if optional else annotation
+
+
+def json_converter(spec: TypeSpec) -> ToJson | None:
+    """A function making a model's value JSON-ready; ``None`` when it already is."""
+    if isinstance(spec, Scalar):
+        return (lambda v: base64.b64encode(v).decode()) if spec.py is bytes else None
+    if isinstance(spec, ListOf):
+        item = json_converter(spec.item)
+        return (lambda v: [item(x) for x in v]) if item else list
+    if isinstance(spec, Tensor):
+        return _tensor_json
+    fields = [(f.name, json_converter(f.type)) for f in spec.fields]
+
+    def struct(value: Any) -> dict[str, Any]:
+        get = value.get if isinstance(value, Mapping) else lambda n: getattr(value, n)
+        out = {}
+        for name, convert in fields:
+            v = get(name)
+            out[name] = convert(v) if convert and v is not None else v
+        return out
+
+    return struct
+
+
+def _tensor_json(value: Any) -> dict[str, Any]:
+    array = np.asarray(value)
+    return {"data": array.tolist(), "dtype": array.dtype.name, "shape": list(array.shape)}
+
+
+def result_json(output: TypeSpec) -> ToJson:
+    """A model result as the JSON body: a struct as an object, anything else as ``{"result": ...}``."""
+    convert = json_converter(output)
+    if isinstance(output, Struct):
+        assert convert is not None
+        return convert
+    if convert is None:
+        return lambda v: {"result": v}
+    return lambda v: {"result": convert(v)}

@@ -1,0 +1,185 @@
+"""The FastAPI app: one ``POST /<model>`` per registered model, plus health and listing."""
+
+import inspect
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, create_model
+from starlette.types import Receive, Scope, Send
+
+from .. import __version__
+from ..app import BlazeApp
+from ..errors import BlazeError, Status, short_error
+from ..lifecycle import Lifecycle
+from ..registry import ModelInfo
+from ..runtime import Runtime
+from .models import ErrorBody, request_model, response_model, result_json
+
+log = logging.getLogger("blazerpc.http")
+
+Invoke = Callable[[ModelInfo, dict[str, Any]], Awaitable[Any]]
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (400, 429, 500, 503, 504)
+}
+
+
+def error_body(status: Status, message: str) -> dict[str, Any]:
+    return {"error": {"status": status.name, "code": int(status), "message": message}}
+
+
+def error_response(exc: BlazeError) -> JSONResponse:
+    return JSONResponse(error_body(exc.status, exc.message), status_code=exc.status.http_status)
+
+
+def build_api(app: BlazeApp, runtime: Runtime, lifecycle: Lifecycle, invoke: Invoke) -> FastAPI:
+    api = FastAPI(
+        title=app.name,
+        version=__version__,
+        description="Models served by blazerpc. Streaming models answer Server-Sent Events "
+        'when the body has `"stream": true` or the request accepts `text/event-stream`.',
+    )
+
+    async def blaze_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, BlazeError)
+        return error_response(exc)
+
+    api.add_exception_handler(BlazeError, blaze_error)
+
+    @api.get("/health", tags=["health"])
+    async def health() -> dict[str, str]:
+        """Liveness: 200 while the process serves."""
+        return {"status": "ok"}
+
+    @api.get("/ready", tags=["health"], responses={503: {"model": ErrorBody}})
+    async def ready() -> Response:
+        """Readiness: 503 until startup hooks finish and again while shutting down."""
+        if lifecycle.serving:
+            return JSONResponse({"status": "ready"})
+        state = "shutting down" if lifecycle.draining else "starting"
+        return JSONResponse(error_body(Status.UNAVAILABLE, f"server is {state}"), status_code=503)
+
+    @api.get("/models", tags=["models"])
+    async def models() -> dict[str, list[dict[str, Any]]]:
+        """Every model with its version and kind."""
+        return {
+            "models": [
+                {"name": m.name, "version": m.version, "streaming": m.streaming, "batched": m.batch is not None}
+                for m in app.registry
+            ]
+        }
+
+    for model in app.registry:
+        _add_model_route(api, model, runtime, lifecycle, invoke)
+    return api
+
+
+def _add_model_route(api: FastAPI, model: ModelInfo, runtime: Runtime, lifecycle: Lifecycle, invoke: Invoke) -> None:
+    names = tuple(f.name for f in model.signature.inputs)
+    extra = {}
+    if model.streaming and "stream" not in names:
+        extra["stream"] = (bool, False)
+    body_model = request_model(f"{model.camel}Request", model.signature.inputs, extra)
+    to_json = result_json(model.signature.output)
+    chunk_model = response_model(f"{model.camel}Response", model.signature.output)
+
+    async def run_unary(body: BaseModel) -> Response:
+        with _errors(model), lifecycle.track():
+            result = await invoke(model, _kwargs(body, names))
+            return JSONResponse(to_json(result))
+
+    async def run_streaming(body: BaseModel, request: Request) -> Response:
+        kwargs = _kwargs(body, names)
+        if getattr(body, "stream", False) or "text/event-stream" in request.headers.get("accept", ""):
+            if lifecycle.draining:
+                raise BlazeError(Status.UNAVAILABLE, "server is shutting down")
+            return SSEResponse(_events(model, kwargs, runtime, lifecycle, to_json), headers=SSE_HEADERS)
+        with _errors(model), lifecycle.track():
+            async with runtime.stream(model, kwargs) as items:
+                chunks = [to_json(item) async for item in items]
+        return JSONResponse({"chunks": chunks})
+
+    if model.streaming:
+        endpoint: Callable[..., Awaitable[Response]] = run_streaming
+        response: type[BaseModel] = create_model(f"{model.camel}Chunks", chunks=(list[chunk_model], ...))  # type: ignore[valid-type]
+        content = {"text/event-stream": {"schema": {"type": "string"}, "example": _sse_example(chunk_model)}}
+        responses = {200: {"model": response, "content": content}, **ERRORS}
+    else:
+        endpoint = run_unary
+        responses = {200: {"model": chunk_model}, **ERRORS}
+    params = [inspect.Parameter("body", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=body_model)]
+    if model.streaming:
+        params.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request))
+    endpoint.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    api.add_api_route(
+        f"/{model.name}",
+        endpoint,
+        methods=["POST"],
+        response_class=JSONResponse,
+        responses=responses,  # type: ignore[arg-type]
+        summary=f"{model.name} (version {model.version}{', streaming' if model.streaming else ''})",
+        description=model.description or None,
+        tags=["models"],
+        name=model.name,
+    )
+
+
+def _kwargs(body: BaseModel, names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: getattr(body, name) for name in names}
+
+
+def _sse_example(chunk_model: type[BaseModel]) -> str:
+    fields = ", ".join(f'"{name}": ...' for name in chunk_model.model_fields)
+    return f"data: {{{fields}}}\n\ndata: [DONE]\n\n"
+
+
+async def _events(
+    model: ModelInfo, kwargs: dict[str, Any], runtime: Runtime, lifecycle: Lifecycle, to_json: Callable[[Any], Any]
+) -> AsyncIterator[str]:
+    try:
+        with lifecycle.track():
+            async with runtime.stream(model, kwargs) as items:
+                async for item in items:
+                    yield f"data: {json.dumps(to_json(item), ensure_ascii=False)}\n\n"
+    except BlazeError as exc:
+        yield f"data: {json.dumps(error_body(exc.status, exc.message))}\n\n"
+    except Exception as exc:
+        log.exception("model %r failed", model.name)
+        yield f"data: {json.dumps(error_body(Status.INTERNAL, _internal_message(model, exc)))}\n\n"
+    yield "data: [DONE]\n\n"
+
+
+class SSEResponse(StreamingResponse):
+    """A ``text/event-stream`` response that closes its event generator however it ends."""
+
+    media_type = "text/event-stream"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.body_iterator.aclose()  # type: ignore[attr-defined]
+
+
+def _internal_message(model: ModelInfo, exc: BaseException) -> str:
+    return f"model {model.name!r} failed: {short_error(exc)}"
+
+
+class _errors:
+    """Map model exceptions to statuses; log unexpected ones once with the traceback."""
+
+    def __init__(self, model: ModelInfo) -> None:
+        self.model = model
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if not isinstance(exc, Exception) or isinstance(exc, BlazeError):
+            return False
+        log.exception("model %r failed", self.model.name, exc_info=exc)
+        raise BlazeError(Status.INTERNAL, _internal_message(self.model, exc)) from None

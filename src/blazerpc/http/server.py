@@ -1,0 +1,68 @@
+"""Serving the FastAPI app with uvicorn inside our own event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Iterator
+
+import uvicorn
+
+from ..app import BlazeApp
+from ..lifecycle import Lifecycle
+from ..runtime import Runtime
+from .routes import Invoke, build_api
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # BlazeServer owns the signal handlers
+
+
+class HttpTransport:
+    def __init__(self, app: BlazeApp, runtime: Runtime, lifecycle: Lifecycle, invoke: Invoke, grace: float = 10.0) -> None:
+        self.api = build_api(app, runtime, lifecycle, invoke)
+        self.grace = grace
+        self.port = 0
+        self.server: _Server | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self, host: str, port: int, reuse_port: bool = False) -> None:
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+        sock.setblocking(False)
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.api,
+            http="httptools",
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=int(self.grace) + 1,  # BlazeServer.stop decides; this is a backstop
+        )
+        self.server = _Server(config)
+        self.task = asyncio.create_task(self.server.serve(sockets=[sock]))
+        while not self.server.started:
+            if self.task.done():
+                self.task.result()
+            await asyncio.sleep(0.01)
+
+    def stop_accepting(self) -> None:
+        """Start uvicorn's shutdown: close the listener, let open responses finish."""
+        if self.server is not None:
+            self.server.should_exit = True
+
+    async def close(self) -> None:
+        """Cancel responses still running (the grace period is over) and wait for uvicorn."""
+        if self.server is not None and self.task is not None:
+            for task in list(self.server.server_state.tasks):
+                task.cancel()
+            self.server.should_exit = True
+            self.server.force_exit = True
+            await self.task
