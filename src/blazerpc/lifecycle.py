@@ -57,6 +57,8 @@ class Lifecycle:
 
     async def wait_idle(self, timeout: float) -> bool:
         """True if every call in flight finished within ``timeout`` seconds."""
+        if self._idle.is_set():
+            return True
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
             return True

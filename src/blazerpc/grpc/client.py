@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -85,6 +86,8 @@ class BlazeClient:
             reply = await call(_request(method, name, inputs), timeout=self.timeout)
         except GRPCError as exc:
             raise _blaze_error(exc) from None
+        except asyncio.TimeoutError:
+            raise self._deadline_error(name) from None
         return method.decode(reply)
 
     def stream(self, name: str, /, **inputs: Any) -> StreamCall:
@@ -112,10 +115,15 @@ class BlazeClient:
         except GRPCError as exc:
             ended = True
             raise _blaze_error(exc) from None
+        except asyncio.TimeoutError:
+            raise self._deadline_error(name) from None
         finally:
             if not ended:
                 await stream.cancel()
             await stream.__aexit__(None, None, None)
+
+    def _deadline_error(self, name: str) -> BlazeError:
+        return BlazeError(Status.DEADLINE_EXCEEDED, f"call to {name!r} exceeded its {self.timeout}s deadline")
 
     async def _method(self, name: str, streaming: bool) -> _Method:
         if self._methods is None:
