@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -37,6 +38,10 @@ def make_app(probe: Probe | None = None) -> BlazeApp:
     @app.model("echo")
     def echo(text: str, times: int = 1) -> str:
         return text * times
+
+    @app.model("whoami")
+    def whoami() -> int:
+        return os.getpid()
 
     @app.model("add")
     async def add(a: int, b: int = 10) -> int:

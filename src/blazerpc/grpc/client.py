@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -10,6 +11,7 @@ from typing import Any, Callable
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.descriptor import Descriptor
 from grpclib import GRPCError
+from grpclib.exceptions import StreamTerminatedError
 from grpclib.client import Channel, Stream, UnaryStreamMethod, UnaryUnaryMethod
 from grpclib.reflection.v1.reflection_grpc import ServerReflectionStub
 from grpclib.reflection.v1.reflection_pb2 import ServerReflectionRequest
@@ -88,6 +90,8 @@ class BlazeClient:
             raise _blaze_error(exc) from None
         except asyncio.TimeoutError:
             raise self._deadline_error(name) from None
+        except (StreamTerminatedError, ConnectionError) as exc:
+            raise BlazeError(Status.UNAVAILABLE, f"connection lost: {exc}") from None
         return method.decode(reply)
 
     def stream(self, name: str, /, **inputs: Any) -> StreamCall:
@@ -117,10 +121,14 @@ class BlazeClient:
             raise _blaze_error(exc) from None
         except asyncio.TimeoutError:
             raise self._deadline_error(name) from None
+        except (StreamTerminatedError, ConnectionError) as exc:
+            ended = True
+            raise BlazeError(Status.UNAVAILABLE, f"connection lost: {exc}") from None
         finally:
-            if not ended:
-                await stream.cancel()
-            await stream.__aexit__(None, None, None)
+            with contextlib.suppress(StreamTerminatedError, ConnectionError, GRPCError):
+                if not ended:
+                    await stream.cancel()
+                await stream.__aexit__(None, None, None)
 
     def _deadline_error(self, name: str) -> BlazeError:
         return BlazeError(Status.DEADLINE_EXCEEDED, f"call to {name!r} exceeded its {self.timeout}s deadline")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -67,7 +68,7 @@ class InferenceService:
         encode_reply = self._reply_encoder(model)
 
         async def handle(stream: Stream[Any, Any]) -> None:
-            with _status_errors(model), self.lifecycle.track():
+            with _status_errors(model, self.lifecycle), self.lifecycle.track():
                 kwargs = decode(await _recv(stream))
                 reply = encode_reply(await self.invoke(model, kwargs))
             await stream.send_message(reply)
@@ -79,7 +80,7 @@ class InferenceService:
         encode_reply = self._reply_encoder(model)
 
         async def handle(stream: Stream[Any, Any]) -> None:
-            with _status_errors(model), self.lifecycle.track():
+            with _status_errors(model, self.lifecycle), self.lifecycle.track():
                 kwargs = decode(await _recv(stream))
                 async with self.runtime.stream(model, kwargs) as items:
                     async for item in items:
@@ -101,13 +102,17 @@ async def _recv(stream: Stream[Any, Any]) -> Any:
 class _status_errors:
     """Turn model errors into gRPC statuses; log unexpected ones once, with the traceback."""
 
-    def __init__(self, model: ModelInfo) -> None:
+    def __init__(self, model: ModelInfo, lifecycle: Lifecycle) -> None:
         self.model = model
+        self.lifecycle = lifecycle
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if isinstance(exc, asyncio.CancelledError) and self.lifecycle.draining:
+            # Cancelled at the end of the grace period: tell the client rather than go quiet.
+            raise GRPCError(GStatus.UNAVAILABLE, "server shut down before the call finished") from None
         if not isinstance(exc, Exception) or isinstance(exc, (GRPCError, StreamTerminatedError, ProtocolError)):
             return False
         if isinstance(exc, BlazeError):
