@@ -1,6 +1,6 @@
 """A small app: the seed guide's streaming model plus unary, tensor and structured models.
 
-    blaze serve examples.echo:app
+blaze serve examples.echo:app
 """
 
 import asyncio

@@ -28,7 +28,9 @@ def test_help_lists_the_commands() -> None:
 
 def test_serve_answers_both_transports_and_stops_cleanly_on_sigterm(process_cleanup: list) -> None:
     grpc_port, http_port = free_port(), free_port()
-    proc = blaze("serve", "tests.apps:app", "--host", "127.0.0.1", "--port", str(grpc_port), "--http-port", str(http_port))
+    proc = blaze(
+        "serve", "tests.apps:app", "--host", "127.0.0.1", "--port", str(grpc_port), "--http-port", str(http_port)
+    )
     process_cleanup.append(proc)
     wait_http_ready(http_port)
     assert httpx.post(f"http://127.0.0.1:{http_port}/echo", json={"text": "hi"}).json() == {"result": "hi"}
@@ -48,8 +50,16 @@ def test_serve_answers_both_transports_and_stops_cleanly_on_sigterm(process_clea
 def test_workers_run_separate_processes_on_one_port(process_cleanup: list) -> None:
     grpc_port, http_port = free_port(), free_port()
     proc = blaze(
-        "serve", "tests.apps:app", "--host", "127.0.0.1", "--port", str(grpc_port),
-        "--http-port", str(http_port), "--workers", "2",
+        "serve",
+        "tests.apps:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(grpc_port),
+        "--http-port",
+        str(http_port),
+        "--workers",
+        "2",
     )
     process_cleanup.append(proc)
     wait_http_ready(http_port)
@@ -78,8 +88,17 @@ def test_reload_restarts_when_a_source_file_changes(tmp_path: Path, process_clea
     )
     (tmp_path / "reloadable.py").write_text(source.format("one"))
     http_port = free_port()
-    proc = blaze("serve", "reloadable:app", "--host", "127.0.0.1", "--no-grpc", "--http-port", str(http_port),
-                 "--reload", cwd=tmp_path)
+    proc = blaze(
+        "serve",
+        "reloadable:app",
+        "--host",
+        "127.0.0.1",
+        "--no-grpc",
+        "--http-port",
+        str(http_port),
+        "--reload",
+        cwd=tmp_path,
+    )
     process_cleanup.append(proc)
     wait_http_ready(http_port)
     url = f"http://127.0.0.1:{http_port}/version"

@@ -21,9 +21,10 @@ async def test_guide_cleanup_example_streams() -> None:
     from blazerpc import BlazeClient
 
     app = streaming_guide.cleanup_app
-    async with serving(app, http_port=None) as server, BlazeClient(
-        "127.0.0.1", server.grpc_port, registry=app.registry
-    ) as client:
+    async with (
+        serving(app, http_port=None) as server,
+        BlazeClient("127.0.0.1", server.grpc_port, registry=app.registry) as client,
+    ):
         assert [t async for t in client.stream("generate", prompt="a b")] == ["a ", "b "]
 
 
@@ -36,7 +37,8 @@ async def test_guide_sync_generator_also_works() -> None:
     def generate_tokens(prompt: str) -> str:
         yield from streaming_guide.run_my_llm(prompt)
 
-    async with serving(app, http_port=None) as server, BlazeClient(
-        "127.0.0.1", server.grpc_port, registry=app.registry
-    ) as client:
+    async with (
+        serving(app, http_port=None) as server,
+        BlazeClient("127.0.0.1", server.grpc_port, registry=app.registry) as client,
+    ):
         assert [t async for t in client.stream("generate", prompt="x y")] == ["x ", "y "]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import inspect
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
@@ -57,7 +57,7 @@ class Runtime:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
-async def _paced(source: AsyncIterator[Any]) -> AsyncIterator[Any]:
+async def _paced(source: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
     n = 0
     async for item in source:
         yield item

@@ -11,8 +11,9 @@ import dataclasses
 import inspect
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Union
+from typing import Any, Union
 
 import pydantic
 
@@ -55,7 +56,7 @@ class Struct:
         return self.cls.__name__
 
 
-TypeSpec = Union[Scalar, ListOf, Tensor, Struct]
+TypeSpec = Scalar | ListOf | Tensor | Struct
 
 
 @dataclass(frozen=True)
@@ -105,8 +106,14 @@ def read_signature(fn: Callable[..., Any], where: str, streaming: bool) -> Signa
 def _yielded_type(hint: Any) -> Any:
     """``AsyncIterator[T]`` / ``Generator[T, ...]`` give T; a bare T (as in ``-> str``) is T."""
     origin = typing.get_origin(hint)
-    iterators = (cabc.AsyncIterator, cabc.AsyncIterable, cabc.AsyncGenerator,
-                 cabc.Iterator, cabc.Iterable, cabc.Generator)
+    iterators = (
+        cabc.AsyncIterator,
+        cabc.AsyncIterable,
+        cabc.AsyncGenerator,
+        cabc.Iterator,
+        cabc.Iterable,
+        cabc.Generator,
+    )
     if origin in iterators and typing.get_args(hint):
         return typing.get_args(hint)[0]
     return hint
@@ -154,9 +161,12 @@ def _struct_fields(cls: type, where: str) -> tuple[Field, ...]:
     where = f"{where}, {cls.__name__}"
     if issubclass(cls, pydantic.BaseModel):
         return tuple(
-            read_field(name, hints.get(name, info.annotation),
-                       MISSING if info.is_required() else info.get_default(call_default_factory=True),
-                       f"{where}.{name}")
+            read_field(
+                name,
+                hints.get(name, info.annotation),
+                MISSING if info.is_required() else info.get_default(call_default_factory=True),
+                f"{where}.{name}",
+            )
             for name, info in cls.model_fields.items()
         )
     fields = []

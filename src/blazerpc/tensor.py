@@ -28,14 +28,12 @@ class TensorSpec:
     def check(self, array: npt.NDArray[Any], name: str) -> None:
         """Raise InvalidArgument unless ``array`` has this dtype, rank and fixed dims."""
         if array.dtype != self.dtype:
-            raise InvalidArgument(
-                f"{name}: expected dtype {self.dtype.name}, got {array.dtype.name}"
-            )
+            raise InvalidArgument(f"{name}: expected dtype {self.dtype.name}, got {array.dtype.name}")
         if array.ndim != len(self.dims):
             raise InvalidArgument(
                 f"{name}: expected {len(self.dims)} dims {self.describe()}, got shape {list(array.shape)}"
             )
-        for axis, (want, got) in enumerate(zip(self.dims, array.shape)):
+        for axis, (want, got) in enumerate(zip(self.dims, array.shape, strict=True)):
             if isinstance(want, int) and want != got:
                 raise InvalidArgument(
                     f"{name}: dim {axis} must be {want} {self.describe()}, got shape {list(array.shape)}"

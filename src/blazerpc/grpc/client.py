@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.descriptor import Descriptor
 from grpclib import GRPCError
-from grpclib.exceptions import StreamTerminatedError
 from grpclib.client import Channel, Stream, UnaryStreamMethod, UnaryUnaryMethod
+from grpclib.exceptions import StreamTerminatedError
 from grpclib.reflection.v1.reflection_grpc import ServerReflectionStub
 from grpclib.reflection.v1.reflection_pb2 import ServerReflectionRequest
 
@@ -88,7 +87,7 @@ class BlazeClient:
             reply = await call(_request(method, name, inputs), timeout=self.timeout)
         except GRPCError as exc:
             raise _blaze_error(exc) from None
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise self._deadline_error(name) from None
         except (StreamTerminatedError, ConnectionError) as exc:
             raise BlazeError(Status.UNAVAILABLE, f"connection lost: {exc}") from None
@@ -119,7 +118,7 @@ class BlazeClient:
         except GRPCError as exc:
             ended = True
             raise _blaze_error(exc) from None
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise self._deadline_error(name) from None
         except (StreamTerminatedError, ConnectionError) as exc:
             ended = True
@@ -141,7 +140,9 @@ class BlazeClient:
             raise BlazeError(Status.NOT_FOUND, f"the server has no model {name!r}")
         if method.streaming != streaming:
             use = "stream()" if method.streaming else "predict()"
-            raise BlazeError(Status.INVALID_ARGUMENT, f"model {name!r} is {'' if method.streaming else 'not '}streaming; use {use}")
+            raise BlazeError(
+                Status.INVALID_ARGUMENT, f"model {name!r} is {'' if method.streaming else 'not '}streaming; use {use}"
+            )
         return method
 
     def _local_methods(self) -> dict[str, _Method]:
@@ -228,4 +229,3 @@ def _reflected_decode(msg: Any) -> Any:
 
 def _blaze_error(exc: GRPCError) -> BlazeError:
     return BlazeError(Status(exc.status.value), exc.message or exc.status.name)
-

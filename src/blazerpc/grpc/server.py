@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import weakref
 from typing import Any
 
 from grpclib.health.check import ServiceStatus
@@ -17,6 +18,25 @@ from ..runtime import Runtime
 from .service import InferenceService, Invoke
 
 
+class _Server(Server):
+    """grpclib's server, remembering its connections so shutdown can close them."""
+
+    def __init__(self, handlers: list[Any], **kwargs: Any) -> None:
+        super().__init__(handlers, **kwargs)
+        self.protocols: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def _protocol_factory(self) -> Any:
+        protocol = super()._protocol_factory()
+        self.protocols.add(protocol)
+        return protocol
+
+    def close_connections(self) -> None:
+        for protocol in list(self.protocols):
+            processor = getattr(protocol, "processor", None)
+            if processor is not None:
+                processor.close("server stopped")
+
+
 class GrpcTransport:
     """A thin wrapper over ``grpclib.server.Server`` with our services mounted."""
 
@@ -27,7 +47,7 @@ class GrpcTransport:
         status = ServiceStatus()
         lifecycle.on_change(status.set)
         health = Health({service: [status], OVERALL: [status]})
-        self.server = Server(ServerReflection.extend([service, health], pool=schema.pool))
+        self.server = _Server(ServerReflection.extend([service, health], pool=schema.pool))
         self.port = 0
 
     async def start(self, host: str, port: int, reuse_port: bool = False) -> None:
@@ -43,6 +63,7 @@ class GrpcTransport:
         """Cancel what is still running and wait for handlers to exit."""
         self.server.close()
         await self.server.wait_closed()
+        self.server.close_connections()
 
     def _listener(self) -> Any:
         return self.server._server  # grpclib keeps its asyncio.Server here

@@ -9,9 +9,9 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 from grpclib import GRPCError
-from grpclib.exceptions import ProtocolError, StreamTerminatedError
 from grpclib.const import Cardinality, Handler
 from grpclib.const import Status as GStatus
+from grpclib.exceptions import ProtocolError, StreamTerminatedError
 from grpclib.server import Stream
 
 from ..errors import BlazeError, Status, short_error
@@ -109,12 +109,12 @@ class _status_errors:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         if isinstance(exc, asyncio.CancelledError) and self.lifecycle.draining:
             # Cancelled at the end of the grace period: tell the client rather than go quiet.
             raise GRPCError(GStatus.UNAVAILABLE, "server shut down before the call finished") from None
         if not isinstance(exc, Exception) or isinstance(exc, (GRPCError, StreamTerminatedError, ProtocolError)):
-            return False
+            return
         if isinstance(exc, BlazeError):
             raise GRPCError(GStatus(exc.status.value), exc.message) from None
         log.exception("model %r failed", self.model.name, exc_info=exc)

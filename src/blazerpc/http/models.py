@@ -36,9 +36,7 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
-def request_model(
-    name: str, fields: tuple[SpecField, ...], extra: dict[str, Any] | None = None
-) -> type[BaseModel]:
+def request_model(name: str, fields: tuple[SpecField, ...], extra: dict[str, Any] | None = None) -> type[BaseModel]:
     """A pydantic model whose validated ``kwargs()`` are the model function's arguments."""
     definitions: dict[str, Any] = {f.name: _definition(f) for f in fields}
     definitions.update(extra or {})
@@ -97,9 +95,13 @@ def _tensor_validator(spec: TensorSpec) -> Callable[[list[Any]], Any]:
 
 def response_model(name: str, output: TypeSpec) -> type[BaseModel]:
     """The documented shape of a result: a struct's fields, or ``{"result": value}``."""
+    fields: dict[str, Any]
     if isinstance(output, Struct):
-        return create_model(name, **{f.name: (_out_annotation(f.type, f.optional), ...) for f in output.fields})
-    return create_model(name, result=(_out_annotation(output, False), ...))
+        fields = {f.name: (_out_annotation(f.type, f.optional), ...) for f in output.fields}
+    else:
+        fields = {"result": (_out_annotation(output, False), ...)}
+    model: type[BaseModel] = create_model(name, **fields)
+    return model
 
 
 def _out_annotation(spec: TypeSpec, optional: bool) -> Any:

@@ -23,9 +23,7 @@ log = logging.getLogger("blazerpc.http")
 
 Invoke = Callable[[ModelInfo, dict[str, Any]], Awaitable[Any]]
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (400, 429, 500, 503, 504)
-}
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (400, 429, 500, 503, 504)}
 
 
 def error_body(status: Status, message: str) -> dict[str, Any]:
@@ -89,8 +87,8 @@ def _add_model_route(api: FastAPI, model: ModelInfo, runtime: Runtime, lifecycle
 
     async def run_unary(body: BaseModel) -> Response:
         with _errors(model), lifecycle.track():
-            result = await invoke(model, _kwargs(body, names))
-            return JSONResponse(to_json(result))
+            result = to_json(await invoke(model, _kwargs(body, names)))
+        return JSONResponse(result)
 
     async def run_streaming(body: BaseModel, request: Request) -> Response:
         kwargs = _kwargs(body, names)
@@ -120,7 +118,7 @@ def _add_model_route(api: FastAPI, model: ModelInfo, runtime: Runtime, lifecycle
         endpoint,
         methods=["POST"],
         response_class=JSONResponse,
-        responses=responses,  # type: ignore[arg-type]
+        responses=responses,
         summary=f"{model.name} (version {model.version}{', streaming' if model.streaming else ''})",
         description=model.description or None,
         tags=["models"],
@@ -178,8 +176,8 @@ class _errors:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         if not isinstance(exc, Exception) or isinstance(exc, BlazeError):
-            return False
+            return
         log.exception("model %r failed", self.model.name, exc_info=exc)
         raise BlazeError(Status.INTERNAL, _internal_message(self.model, exc)) from None

@@ -22,7 +22,9 @@ class _Server(uvicorn.Server):
 
 
 class HttpTransport:
-    def __init__(self, app: BlazeApp, runtime: Runtime, lifecycle: Lifecycle, invoke: Invoke, grace: float = 10.0) -> None:
+    def __init__(
+        self, app: BlazeApp, runtime: Runtime, lifecycle: Lifecycle, invoke: Invoke, grace: float = 10.0
+    ) -> None:
         self.api = build_api(app, runtime, lifecycle, invoke)
         self.grace = grace
         self.port = 0

@@ -7,15 +7,15 @@ so the server can apply defaults and check tensors against their declared dtype 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from functools import lru_cache
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from functools import cache
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
-from google.protobuf import message_factory
 
 from ..errors import InvalidArgument
 from ..schema import Field, ListOf, Scalar, Struct, Tensor, TypeSpec
@@ -53,15 +53,13 @@ class _Encoder:
 
     def __init__(self, descriptor: Descriptor) -> None:
         self.cls = message_factory.GetMessageClass(descriptor)
-        self.fields: list[tuple[str, Converter | None]] = [
-            (f.name, _field_converter(f)) for f in descriptor.fields
-        ]
+        self.fields: list[tuple[str, Converter | None]] = [(f.name, _field_converter(f)) for f in descriptor.fields]
 
     def __call__(self, values: Any) -> Message:
-        get = values.get if isinstance(values, Mapping) else lambda name, d: getattr(values, name, d)
+        mapping = isinstance(values, Mapping)
         kwargs = {}
         for name, convert in self.fields:
-            value = get(name, None)
+            value = values.get(name) if mapping else getattr(values, name, None)
             if value is not None:
                 kwargs[name] = convert(value) if convert else value
         try:
@@ -75,9 +73,7 @@ class _Encoder:
                 self.cls(**{name: value})
             except (TypeError, ValueError) as exc:
                 field = self.cls.DESCRIPTOR.fields_by_name[name]
-                return InvalidArgument(
-                    f"{name}: cannot encode {type(value).__name__} as {_type_label(field)} ({exc})"
-                )
+                return InvalidArgument(f"{name}: cannot encode {type(value).__name__} as {_type_label(field)} ({exc})")
         return InvalidArgument(f"cannot encode {self.cls.DESCRIPTOR.name}")
 
 
@@ -94,7 +90,7 @@ def _field_converter(field: FieldDescriptor) -> Converter | None:
     return one
 
 
-@lru_cache(maxsize=None)
+@cache
 def encoder(descriptor: Descriptor) -> _Encoder:
     return _Encoder(descriptor)
 
@@ -118,7 +114,7 @@ def to_python(msg: Message) -> dict[str, Any]:
     return out
 
 
-def _value(field: FieldDescriptor, value: Any) -> Any:
+def _value(field: Any, value: Any) -> Any:
     if field.message_type is None:
         return value
     if field.message_type.full_name == TENSOR_FULL_NAME:
@@ -126,13 +122,13 @@ def _value(field: FieldDescriptor, value: Any) -> Any:
     return to_python(value)
 
 
-def _is_repeated(field: FieldDescriptor) -> bool:
+def _is_repeated(field: Any) -> bool:
     return bool(field.is_repeated)
 
 
-def _type_label(field: FieldDescriptor) -> str:
+def _type_label(field: Any) -> str:
     if field.message_type is not None:
-        return field.message_type.name
+        return str(field.message_type.name)
     names = {v: k for k, v in vars(FieldDescriptor).items() if k.startswith("TYPE_")}
     return names.get(field.type, "?").removeprefix("TYPE_").lower()
 

@@ -119,9 +119,9 @@ class _Builder:
         seen = self.structs.get(spec.name)
         if seen is spec.cls:
             return
-        if seen is not None or spec.name.endswith(("Request", "Response")) and spec.name in {
-            m.name for m in self.fd.message_type
-        }:
+        if seen is not None or (
+            spec.name.endswith(("Request", "Response")) and spec.name in {m.name for m in self.fd.message_type}
+        ):
             raise TypeError(f"two different types are named {spec.name!r}; message names must be unique")
         self.structs[spec.name] = spec.cls
         self.message(spec.name, spec.fields)

@@ -31,9 +31,8 @@ def render_proto(fd: descriptor_pb2.FileDescriptorProto) -> str:
         lines.append(f"service {service.name} {{")
         for m in service.method:
             stream = "stream " if m.server_streaming else ""
-            lines.append(
-                f"  rpc {m.name}({_local(m.input_type, fd.package)}) returns ({stream}{_local(m.output_type, fd.package)});"
-            )
+            request, reply = _local(m.input_type, fd.package), _local(m.output_type, fd.package)
+            lines.append(f"  rpc {m.name}({request}) returns ({stream}{reply});")
         lines += ["}", ""]
     return "\n".join(lines)
 
