@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 from .errors import BlazeError, Status
 
@@ -41,19 +40,21 @@ class Lifecycle:
         for listener in self._listeners:
             listener(self.serving)
 
-    @contextmanager
-    def track(self) -> Iterator[None]:
+    def track(self) -> _Tracked:
         """Count one call in flight; refuse it with UNAVAILABLE while draining."""
+        return _Tracked(self)
+
+    def _enter(self) -> None:
         if self.draining:
             raise BlazeError(Status.UNAVAILABLE, "server is shutting down")
         self.active += 1
-        self._idle.clear()
-        try:
-            yield
-        finally:
-            self.active -= 1
-            if self.active == 0:
-                self._idle.set()
+        if self.active == 1:
+            self._idle.clear()
+
+    def _exit(self) -> None:
+        self.active -= 1
+        if self.active == 0:
+            self._idle.set()
 
     async def wait_idle(self, timeout: float) -> bool:
         """True if every call in flight finished within ``timeout`` seconds."""
@@ -64,3 +65,16 @@ class Lifecycle:
             return True
         except TimeoutError:
             return False
+
+
+class _Tracked:
+    __slots__ = ("lifecycle",)
+
+    def __init__(self, lifecycle: Lifecycle) -> None:
+        self.lifecycle = lifecycle
+
+    def __enter__(self) -> None:
+        self.lifecycle._enter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.lifecycle._exit()

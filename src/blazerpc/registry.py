@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 from collections.abc import Callable, Iterator
@@ -49,9 +50,9 @@ class ModelInfo:
     def camel(self) -> str:
         return camel(self.name)
 
-    @property
-    def is_async(self) -> bool:
-        return inspect.iscoroutinefunction(self.fn) or inspect.isasyncgenfunction(self.fn)
+    @functools.cached_property
+    def is_coroutine(self) -> bool:
+        return inspect.iscoroutinefunction(self.fn)
 
 
 @dataclass

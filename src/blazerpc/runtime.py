@@ -30,7 +30,7 @@ class Runtime:
 
     async def call(self, model: ModelInfo, kwargs: dict[str, Any]) -> Any:
         """Run a unary model function once."""
-        if inspect.iscoroutinefunction(model.fn):
+        if model.is_coroutine:
             return await model.fn(**kwargs)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, partial(model.fn, **kwargs))

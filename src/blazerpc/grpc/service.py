@@ -20,7 +20,7 @@ from ..protobuf.codec import encoder, request_decoder
 from ..protobuf.descriptors import Schema, method_path, request_name, response_name
 from ..registry import ModelInfo, Registry
 from ..runtime import Runtime
-from ..schema import Struct
+from ..schema import ListOf, Scalar, Struct
 
 log = logging.getLogger("blazerpc.grpc")
 
@@ -53,11 +53,18 @@ class InferenceService:
 
     def _reply_encoder(self, model: ModelInfo) -> Callable[[Any], Any]:
         encode = encoder(self.schema.descriptor(response_name(model)))
-        wrapped = not isinstance(model.signature.output, Struct)
+        output = model.signature.output
+        plain = isinstance(output, Scalar) or (isinstance(output, ListOf) and isinstance(output.item, Scalar))
+        reply_cls = encode.cls
 
         def encode_reply(value: Any) -> Any:
             try:
-                return encode({"result": value} if wrapped else value)
+                if plain:  # the common case, as cheap as a hand-written servicer
+                    try:
+                        return reply_cls(result=value)
+                    except (TypeError, ValueError):
+                        return encode({"result": value})  # raises with the field named
+                return encode(value if isinstance(output, Struct) else {"result": value})
             except BlazeError as exc:  # the model returned something its hints do not allow
                 raise RuntimeError(f"model {model.name!r} returned a bad value: {exc.message}") from None
 
