@@ -10,15 +10,15 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import inspect
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
 from .registry import ModelInfo
 
-#: A send loop gives the event loop a turn after this many items, so a generator that
-#: never awaits cannot starve other clients or hide a cancellation.
+#: A send loop gives the event loop a turn after this many items (``await asyncio.sleep(0)``),
+#: so a generator that never awaits cannot starve other clients or hide a cancellation.
 YIELD_EVERY = 16
 
 
@@ -40,30 +40,19 @@ class Runtime:
         """The items of a streaming model; leaving the block closes the generator."""
         source = model.fn(**kwargs)
         if inspect.isasyncgen(source):
-            items = _paced(source)
             try:
-                yield items
+                yield source
             finally:
-                await items.aclose()
                 await source.aclose()
         else:
             threaded = _ThreadedIterator(source, self.executor)
             try:
-                yield _paced(threaded)
+                yield threaded
             finally:
                 threaded.close()
 
     def shutdown(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
-
-
-async def _paced(source: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
-    n = 0
-    async for item in source:
-        yield item
-        n += 1
-        if n % YIELD_EVERY == 0:
-            await asyncio.sleep(0)
 
 
 _DONE = object()

@@ -19,7 +19,7 @@ from ..lifecycle import Lifecycle
 from ..protobuf.codec import encoder, request_decoder
 from ..protobuf.descriptors import Schema, method_path, request_name, response_name
 from ..registry import ModelInfo, Registry
-from ..runtime import Runtime
+from ..runtime import YIELD_EVERY, Runtime
 from ..schema import ListOf, Scalar, Struct
 
 log = logging.getLogger("blazerpc.grpc")
@@ -90,8 +90,12 @@ class InferenceService:
             with _status_errors(model, self.lifecycle), self.lifecycle.track():
                 kwargs = decode(await _recv(stream))
                 async with self.runtime.stream(model, kwargs) as items:
+                    sent = 0
                     async for item in items:
                         await stream.send_message(encode_reply(item))
+                        sent += 1
+                        if sent % YIELD_EVERY == 0:
+                            await asyncio.sleep(0)
 
         return handle
 

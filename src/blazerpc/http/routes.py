@@ -1,33 +1,27 @@
 """The FastAPI app: one ``POST /<model>`` per registered model, plus health and listing."""
 
 import inspect
-import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, create_model
-from starlette.types import Receive, Scope, Send
 
 from .. import __version__
 from ..app import BlazeApp
-from ..errors import BlazeError, Status, short_error
+from ..errors import BlazeError, Status
 from ..lifecycle import Lifecycle
 from ..registry import ModelInfo
 from ..runtime import Runtime
 from .models import ErrorBody, request_model, response_model, result_json
+from .sse import SSEResponse, error_body, internal_message
 
 log = logging.getLogger("blazerpc.http")
 
 Invoke = Callable[[ModelInfo, dict[str, Any]], Awaitable[Any]]
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (400, 429, 500, 503, 504)}
-
-
-def error_body(status: Status, message: str) -> dict[str, Any]:
-    return {"error": {"status": status.name, "code": int(status), "message": message}}
 
 
 def error_response(exc: BlazeError) -> JSONResponse:
@@ -95,7 +89,7 @@ def _add_model_route(api: FastAPI, model: ModelInfo, runtime: Runtime, lifecycle
         if getattr(body, "stream", False) or "text/event-stream" in request.headers.get("accept", ""):
             if lifecycle.draining:
                 raise BlazeError(Status.UNAVAILABLE, "server is shutting down")
-            return SSEResponse(_events(model, kwargs, runtime, lifecycle, to_json), headers=SSE_HEADERS)
+            return SSEResponse(model, kwargs, runtime, lifecycle, to_json)
         with _errors(model), lifecycle.track():
             async with runtime.stream(model, kwargs) as items:
                 chunks = [to_json(item) async for item in items]
@@ -135,38 +129,6 @@ def _sse_example(chunk_model: type[BaseModel]) -> str:
     return f"data: {{{fields}}}\n\ndata: [DONE]\n\n"
 
 
-async def _events(
-    model: ModelInfo, kwargs: dict[str, Any], runtime: Runtime, lifecycle: Lifecycle, to_json: Callable[[Any], Any]
-) -> AsyncIterator[str]:
-    try:
-        with lifecycle.track():
-            async with runtime.stream(model, kwargs) as items:
-                async for item in items:
-                    yield f"data: {json.dumps(to_json(item), ensure_ascii=False)}\n\n"
-    except BlazeError as exc:
-        yield f"data: {json.dumps(error_body(exc.status, exc.message))}\n\n"
-    except Exception as exc:
-        log.exception("model %r failed", model.name)
-        yield f"data: {json.dumps(error_body(Status.INTERNAL, _internal_message(model, exc)))}\n\n"
-    yield "data: [DONE]\n\n"
-
-
-class SSEResponse(StreamingResponse):
-    """A ``text/event-stream`` response that closes its event generator however it ends."""
-
-    media_type = "text/event-stream"
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self.body_iterator.aclose()  # type: ignore[attr-defined]
-
-
-def _internal_message(model: ModelInfo, exc: BaseException) -> str:
-    return f"model {model.name!r} failed: {short_error(exc)}"
-
-
 class _errors:
     """Map model exceptions to statuses; log unexpected ones once with the traceback."""
 
@@ -180,4 +142,4 @@ class _errors:
         if not isinstance(exc, Exception) or isinstance(exc, BlazeError):
             return
         log.exception("model %r failed", self.model.name, exc_info=exc)
-        raise BlazeError(Status.INTERNAL, _internal_message(self.model, exc)) from None
+        raise BlazeError(Status.INTERNAL, internal_message(self.model, exc)) from None
