@@ -56,6 +56,10 @@ class Lifecycle:
         if self.active == 0:
             self._idle.set()
 
+    def skip_grace(self) -> None:
+        """End a ``wait_idle`` now, as if every call had finished."""
+        self._idle.set()
+
     async def wait_idle(self, timeout: float) -> bool:
         """True if every call in flight finished within ``timeout`` seconds."""
         if self._idle.is_set():

@@ -120,7 +120,7 @@ class BlazeServer:
             log.info("received %s, shutting down%s", signal.Signals(signum).name, " now" if signals > 1 else "")
             stop.set()
             if signals > 1:
-                self.lifecycle._idle.set()
+                self.lifecycle.skip_grace()
 
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, on_signal, signum)

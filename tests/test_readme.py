@@ -1,0 +1,66 @@
+"""The README's tour, run as written (ports swapped for free ones, grpcurl by its full path)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT, blaze, free_port, wait_http_ready
+from tests.grpc.test_interop import GRPCURL
+
+README = (ROOT / "README.md").read_text()
+
+
+def blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
+
+
+def test_readme_starts_with_the_two_make_commands() -> None:
+    first = blocks("bash")[0].splitlines()
+    assert [line.split("#")[0].strip() for line in first] == ["make serve", "make test"]
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_tour_runs(tmp_path: Path, process_cleanup: list) -> None:
+    app_code, client_code = blocks("python")
+    (tmp_path / "app.py").write_text(app_code)
+    serve_block, curl_block, grpcurl_block = blocks("bash")[1:4]
+    assert serve_block.strip() == "blaze serve app:app"
+    grpc_port, http_port = free_port(), free_port()
+    server = blaze("serve", "app:app", "--port", str(grpc_port), "--http-port", str(http_port), cwd=tmp_path)
+    process_cleanup.append(server)
+    wait_http_ready(http_port)
+
+    def run(command: str) -> str:
+        command = command.replace(":8000", f":{http_port}").replace(":50051", f":{grpc_port}")
+        argv = shlex.split(command)
+        if argv[0] == "grpcurl":
+            argv[0] = GRPCURL
+        argv = [a.replace(" 50051", f" {grpc_port}") for a in argv]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, (command, done.stderr)
+        return done.stdout
+
+    outputs = [run(line) for line in curl_block.strip().splitlines()]
+    assert outputs[0] == '{"result":"hihi"}'
+    assert outputs[1].startswith('data: {"token": "Tell ", "token_id": 0}\n\n')
+    assert outputs[1].endswith("data: [DONE]\n\n")
+    assert outputs[2] == '{"status":"ok"}'
+    assert '"/generate"' in outputs[3]
+    outputs = [run(line) for line in grpcurl_block.strip().splitlines()]
+    assert "blazerpc.InferenceService" in outputs[0]
+    assert "rpc PredictGenerate" in outputs[1]
+    assert '"token": "gRPC "' in outputs[2]
+    assert '"status": "SERVING"' in outputs[3]
+
+    client = client_code.replace("50051", str(grpc_port))
+    done = subprocess.run([sys.executable, "-c", client], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "hihi\nTell me about gRPC "
+    server.send_signal(signal.SIGINT)
+    server.communicate(timeout=30)
+    assert server.returncode == 0
