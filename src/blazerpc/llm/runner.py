@@ -1,0 +1,71 @@
+"""The model runner owns the tensors: it turns a scheduled step into one forward call."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .block_manager import BlockManager
+from .model import AttentionBatch, KVCache, Llama
+from .sequence import Sequence
+
+
+class ModelRunner:
+    def __init__(self, model: Llama, blocks: BlockManager, device: str = "cpu") -> None:
+        self.model = model
+        self.blocks = blocks
+        self.device = device
+        self.cache = KVCache(model.config, blocks.num_blocks * blocks.block_size, device)
+
+    def slots(self, seq: Sequence, start: int, stop: int) -> np.ndarray:
+        """Cache slots of positions ``start..stop-1`` of ``seq``."""
+        bs = self.blocks.block_size
+        positions = np.arange(start, stop)
+        table = np.asarray(seq.block_table, dtype=np.int64)
+        return table[positions // bs] * bs + positions % bs  # type: ignore[no-any-return]
+
+    @torch.inference_mode()
+    def run(self, decode: list[Sequence], prefill: list[Sequence]) -> Tensor:
+        """Next-token logits ``(len(decode) + len(prefill), vocab)``, in that order."""
+        tokens: list[int] = []
+        positions: list[np.ndarray] = []
+        slot_mapping: list[np.ndarray] = []
+        for seq in decode:  # the newest token of each, at position num_tokens - 1
+            n = seq.num_tokens
+            tokens.append(seq.last_id)
+            positions.append(np.array([n - 1]))
+            slot_mapping.append(self.slots(seq, n - 1, n))
+        spans = []
+        for seq in prefill:
+            n = seq.num_tokens
+            spans.append((len(tokens), n))
+            tokens.extend(seq.all_ids)
+            positions.append(np.arange(n))
+            slot_mapping.append(self.slots(seq, 0, n))
+        decode_slots = decode_mask = None
+        if decode:
+            width = max(seq.num_tokens for seq in decode)
+            table = np.zeros((len(decode), width), dtype=np.int64)
+            mask = np.zeros((len(decode), width), dtype=bool)
+            for row, seq in enumerate(decode):
+                table[row, : seq.num_tokens] = self.slots(seq, 0, seq.num_tokens)
+                mask[row, : seq.num_tokens] = True
+            decode_slots = self._tensor(table)
+            decode_mask = self._tensor(mask).view(len(decode), 1, 1, width)
+        batch = AttentionBatch(
+            slot_mapping=self._tensor(np.concatenate(slot_mapping)),
+            positions=self._tensor(np.concatenate(positions)),
+            num_decode=len(decode),
+            decode_slots=decode_slots,
+            decode_mask=decode_mask,
+            prefill_spans=spans,
+        )
+        logits_at = list(range(len(decode))) + [start + n - 1 for start, n in spans]
+        logits = self.model(self._tensor(np.asarray(tokens)), batch, self.cache, self._tensor(np.asarray(logits_at)))
+        for seq in decode + prefill:
+            seq.num_cached = seq.num_tokens
+        return logits.float().cpu()
+
+    def _tensor(self, array: np.ndarray) -> Tensor:
+        return torch.from_numpy(array).to(self.device)
