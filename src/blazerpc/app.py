@@ -48,13 +48,16 @@ class BlazeApp:
         max_batch_size: int | None = None,
         batch_timeout_ms: float | None = None,
         max_queue_size: int | None = None,
+        collect: Callable[[list[Any]], Any] | None = None,
     ) -> Callable[[F], F]:
         """Register a function as the model ``name``.
 
         Parameters and the return type come from type hints. With ``streaming=True`` the
         function is a generator (sync or async) and each yielded value is one message.
         ``batching`` (default: the app's ``enable_batching``) gathers concurrent requests
-        into one call; see docs/batching.md for the contract.
+        into one call; see docs/batching.md for the contract. ``collect`` (streaming models
+        only) turns the chunks into the answer of a non-streaming HTTP call; its return hint
+        is that answer's schema.
         """
 
         def register(fn: F) -> F:
@@ -72,6 +75,11 @@ class BlazeApp:
                     defaults.batch_timeout_ms if batch_timeout_ms is None else batch_timeout_ms,
                     defaults.max_queue_size if max_queue_size is None else max_queue_size,
                 )
+            collect_output = None
+            if collect is not None:
+                if not streaming:
+                    raise TypeError(f"{where}: collect= only applies to streaming models")
+                collect_output = read_signature(collect, f"{where}, collect function", streaming=False).output
             info = ModelInfo(
                 name=name,
                 fn=fn,
@@ -80,6 +88,8 @@ class BlazeApp:
                 streaming=streaming,
                 batch=batch,
                 description=inspect.getdoc(fn) or "",
+                collect=collect,
+                collect_output=collect_output,
             )
             self.registry.add(info)
             return fn

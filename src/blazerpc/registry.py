@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .schema import Signature
+from .schema import Signature, TypeSpec
 
 
 def camel(name: str) -> str:
@@ -45,6 +45,10 @@ class ModelInfo:
     streaming: bool = False
     batch: BatchConfig | None = None
     description: str = ""
+    #: For a streaming model: turns the list of chunks into the answer of a non-streaming
+    #: HTTP call (by default ``{"chunks": [...]}``), with ``collect_output`` its schema.
+    collect: Callable[[list[Any]], Any] | None = None
+    collect_output: TypeSpec | None = None
 
     @property
     def camel(self) -> str:

@@ -65,6 +65,7 @@ class Field:
     type: TypeSpec
     optional: bool = False  # declared ``T | None``
     default: Any = MISSING
+    constraints: tuple[Any, ...] = ()  # ``Annotated`` metadata such as ``pydantic.Field(ge=1)``
 
     @property
     def required(self) -> bool:
@@ -121,6 +122,10 @@ def _yielded_type(hint: Any) -> Any:
 
 def read_field(name: str, hint: Any, default: Any, where: str) -> Field:
     optional = False
+    constraints: tuple[Any, ...] = ()
+    if typing.get_origin(hint) is typing.Annotated and not _tensor_spec(hint):
+        hint, *extra = typing.get_args(hint)
+        constraints = tuple(extra)
     if _is_union(hint):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         if len(args) != 1 or len(typing.get_args(hint)) != 2:
@@ -131,14 +136,18 @@ def read_field(name: str, hint: Any, default: Any, where: str) -> Field:
         raise TypeError(f"{where}: list[T] | None is not supported; use list[T] (empty when absent)")
     if isinstance(default, (list, dict, set)) and default:
         raise TypeError(f"{where}: a mutable default is shared between calls; use a tuple or None")
-    return Field(name, spec, optional, default)
+    return Field(name, spec, optional, default, constraints)
+
+
+def _tensor_spec(hint: Any) -> TensorSpec | None:
+    return next((m for m in typing.get_args(hint)[1:] if isinstance(m, TensorSpec)), None)
 
 
 def read_type(hint: Any, where: str) -> TypeSpec:
     if typing.get_origin(hint) is typing.Annotated:
-        for meta in typing.get_args(hint)[1:]:
-            if isinstance(meta, TensorSpec):
-                return Tensor(meta)
+        tensor = _tensor_spec(hint)
+        if tensor is not None:
+            return Tensor(tensor)
         hint = typing.get_args(hint)[0]
     if hint in SCALARS:
         return Scalar(hint)

@@ -45,6 +45,8 @@ def request_model(name: str, fields: tuple[SpecField, ...], extra: dict[str, Any
 
 def _definition(f: SpecField) -> tuple[Any, Any]:
     annotation = _annotation(f.type)
+    if f.constraints:
+        annotation = Annotated[annotation, *f.constraints]
     if f.optional:
         annotation = annotation | None
     if f.default is not MISSING:
@@ -125,13 +127,15 @@ def json_converter(spec: TypeSpec) -> ToJson | None:
         return (lambda v: [item(x) for x in v]) if item else list
     if isinstance(spec, Tensor):
         return _tensor_json
-    fields = [(f.name, json_converter(f.type)) for f in spec.fields]
+    fields = [(f.name, json_converter(f.type), f.optional) for f in spec.fields]
 
     def struct(value: Any) -> dict[str, Any]:
         get = value.get if isinstance(value, Mapping) else lambda n: getattr(value, n)
         out = {}
-        for name, convert in fields:
+        for name, convert, optional in fields:
             v = get(name)
+            if v is None and optional:
+                continue  # an optional field that is None is left out, as protobuf leaves it unset
             out[name] = convert(v) if convert and v is not None else v
         return out
 

@@ -78,6 +78,7 @@ def _add_model_route(api: FastAPI, model: ModelInfo, runtime: Runtime, lifecycle
     body_model = request_model(f"{model.camel}Request", model.signature.inputs, extra)
     to_json = result_json(model.signature.output)
     chunk_model = response_model(f"{model.camel}Response", model.signature.output)
+    collect_json = result_json(model.collect_output) if model.collect_output is not None else None
 
     async def run_unary(body: BaseModel) -> Response:
         with _errors(model), lifecycle.track():
@@ -92,12 +93,20 @@ def _add_model_route(api: FastAPI, model: ModelInfo, runtime: Runtime, lifecycle
             return SSEResponse(model, kwargs, runtime, lifecycle, to_json)
         with _errors(model), lifecycle.track():
             async with runtime.stream(model, kwargs) as items:
-                chunks = [to_json(item) async for item in items]
-        return JSONResponse({"chunks": chunks})
+                chunks = [item async for item in items]
+            if model.collect is not None and collect_json is not None:
+                body = collect_json(model.collect(chunks))
+            else:
+                body = {"chunks": [to_json(c) for c in chunks]}
+        return JSONResponse(body)
 
     if model.streaming:
         endpoint: Callable[..., Awaitable[Response]] = run_streaming
-        response: type[BaseModel] = create_model(f"{model.camel}Chunks", chunks=(list[chunk_model], ...))  # type: ignore[valid-type]
+        response: type[BaseModel]
+        if model.collect_output is not None:
+            response = response_model(f"{model.camel}Result", model.collect_output)
+        else:
+            response = create_model(f"{model.camel}Chunks", chunks=(list[chunk_model], ...))  # type: ignore[valid-type]
         content = {"text/event-stream": {"schema": {"type": "string"}, "example": _sse_example(chunk_model)}}
         responses = {200: {"model": response, "content": content}, **ERRORS}
     else:

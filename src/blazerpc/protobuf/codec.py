@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from functools import cache
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -136,6 +136,7 @@ def _type_label(field: Any) -> str:
 def request_decoder(fields: tuple[Field, ...]) -> Callable[[Any], dict[str, Any]]:
     """A function from a request message to the model's keyword arguments."""
     steps = [(f, _decoder(f.type, f.name), _has_presence(f)) for f in fields]
+    checks = {f.name: _constraint_check(f) for f in fields if f.constraints}
 
     def decode(msg: Any) -> dict[str, Any]:
         kwargs = {}
@@ -147,9 +148,28 @@ def request_decoder(fields: tuple[Field, ...]) -> Callable[[Any], dict[str, Any]
                 continue
             value = getattr(msg, f.name)
             kwargs[f.name] = convert(value) if convert else value
+        for name, check in checks.items():
+            if kwargs[name] is not None:
+                kwargs[name] = check(kwargs[name])
         return kwargs
 
     return decode
+
+
+def _constraint_check(f: Field) -> Converter:
+    """Apply ``Annotated`` constraints (``pydantic.Field(ge=1)``, validators) as HTTP does."""
+    import pydantic
+
+    base = f.type.py if isinstance(f.type, Scalar) else Any
+    adapter = pydantic.TypeAdapter(Annotated[base, *f.constraints])
+
+    def check(value: Any) -> Any:
+        try:
+            return adapter.validate_python(value)
+        except pydantic.ValidationError as exc:
+            raise InvalidArgument(f"{f.name}: {exc.errors()[0]['msg']}") from None
+
+    return check
 
 
 def _has_presence(f: Field) -> bool:
