@@ -1,4 +1,4 @@
-# Two entry points: `make serve` (set up, then start the server) and `make test`.
+# Two entry points: `make serve` (set up, then start the LLM server) and `make test`.
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 VENV ?= .venv
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 serve: $(STAMP)
-	$(VENV)/bin/blaze serve examples.echo:app $(ARGS)
+	$(VENV)/bin/blaze llm $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples

@@ -37,13 +37,17 @@ def main() -> None:
     model.eval()
     cases = []
     for prompt in PROMPTS:
-        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         with torch.inference_mode():
             out = model.generate(
                 torch.tensor([ids]), max_new_tokens=NEW_TOKENS, do_sample=False, eos_token_id=None, pad_token_id=0
             )
-        cases.append({"prompt": prompt, "chat_text": text, "prompt_ids": ids, "greedy_ids": out[0, len(ids) :].tolist()})
+        cases.append(
+            {"prompt": prompt, "chat_text": text, "prompt_ids": ids, "greedy_ids": out[0, len(ids) :].tolist()}
+        )
         print(prompt, "->", repr(tokenizer.decode(out[0, len(ids) :])))
     OUT.write_text(json.dumps({"reference": "transformers float32, greedy", "cases": cases}, indent=1) + "\n")
     print("wrote", OUT)

@@ -66,6 +66,48 @@ def proto(
     typer.echo(f"wrote {path}")
 
 
+@cli.command()
+def llm(
+    model: Annotated[
+        Path | None, typer.Option(help="A GGUF file or a Hugging Face directory (default: SmolLM2-135M-Instruct).")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "0.0.0.0",
+    port: Annotated[int, typer.Option(help="HTTP port (POST /generate, SSE, /docs).")] = 8000,
+    grpc_port: Annotated[int, typer.Option(help="gRPC port (PredictGenerate).")] = 50051,
+    grpc: Annotated[bool, typer.Option(help="Serve gRPC too.")] = True,
+    demo: Annotated[bool, typer.Option(help="Stream one answer in the terminal instead of serving.")] = False,
+    prompt: Annotated[str, typer.Option(help="The --demo prompt.")] = "Explain in two sentences why the sky is blue.",
+    max_tokens: Annotated[int, typer.Option(min=1, help="The --demo answer's length limit.")] = 128,
+    threads: Annotated[int, typer.Option(min=0, help="Torch threads (0: torch's default).")] = 0,
+    max_num_seqs: Annotated[int, typer.Option(min=1, help="Sequences decoded together.")] = 32,
+    max_waiting: Annotated[int, typer.Option(min=1, help="Queued requests before 429.")] = 256,
+    max_model_len: Annotated[int, typer.Option(min=16, help="Context length (prompt + answer).")] = 2048,
+    kv_cache_mb: Annotated[int, typer.Option(min=1, help="KV cache budget in MiB.")] = 1024,
+    grace_period: Annotated[float, typer.Option(min=0, help="Seconds in-flight calls get on shutdown.")] = 10.0,
+    log_level: Annotated[str, typer.Option(help="Logging level.")] = "info",
+) -> None:
+    """Serve the built-in LLM (or --model) over HTTP and gRPC, or stream one answer with --demo."""
+    _logging(log_level)
+    from .llm.engine import EngineConfig
+    from .llm.service import LLMService
+
+    try:
+        config = EngineConfig(
+            max_num_seqs=max_num_seqs, max_waiting=max_waiting, max_model_len=max_model_len, kv_cache_mb=kv_cache_mb
+        )
+        service = LLMService(model, config, threads or None)
+        if demo:
+            from .llm.demo import run_demo
+
+            raise typer.Exit(run_demo(service, prompt, max_tokens))
+        serve_config = ServeConfig(
+            host=host, grpc_port=grpc_port if grpc else None, http_port=port, grace_period=grace_period
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+    run(service.app, serve_config)
+
+
 def _logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

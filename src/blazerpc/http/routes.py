@@ -94,11 +94,12 @@ def _add_model_route(api: FastAPI, model: ModelInfo, runtime: Runtime, lifecycle
         with _errors(model), lifecycle.track():
             async with runtime.stream(model, kwargs) as items:
                 chunks = [item async for item in items]
+            payload: Any
             if model.collect is not None and collect_json is not None:
-                body = collect_json(model.collect(chunks))
+                payload = collect_json(model.collect(chunks))
             else:
-                body = {"chunks": [to_json(c) for c in chunks]}
-        return JSONResponse(body)
+                payload = {"chunks": [to_json(c) for c in chunks]}
+        return JSONResponse(payload)
 
     if model.streaming:
         endpoint: Callable[..., Awaitable[Response]] = run_streaming

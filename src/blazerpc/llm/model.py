@@ -60,6 +60,9 @@ class AttentionBatch:
 class KVCache(nn.Module):
     """K and V for every layer, as flat slots: ``(layers, num_slots, n_kv_heads, head_dim)``."""
 
+    k: Tensor
+    v: Tensor
+
     def __init__(self, config: LlamaConfig, num_slots: int, device: torch.device | str = "cpu") -> None:
         super().__init__()
         shape = (config.n_layers, num_slots, config.n_kv_heads, config.head_dim)
@@ -136,10 +139,14 @@ class Block(nn.Module):
         self, x: Tensor, cos: Tensor, sin: Tensor, k_cache: Tensor, v_cache: Tensor, batch: AttentionBatch
     ) -> Tensor:
         x = x + self.attention(self.attention_norm(x), cos, sin, k_cache, v_cache, batch)
-        return x + self.feed_forward(self.ffn_norm(x))
+        out: Tensor = x + self.feed_forward(self.ffn_norm(x))
+        return out
 
 
 class Llama(nn.Module):
+    rope_cos: Tensor
+    rope_sin: Tensor
+
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
         self.config = config
@@ -160,7 +167,8 @@ class Llama(nn.Module):
         sin = self.rope_sin[batch.positions].unsqueeze(1)
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, cache.k[i], cache.v[i], batch)
-        return self.output(self.norm(x[logits_at]))  # type: ignore[no-any-return]
+        logits: Tensor = self.output(self.norm(x[logits_at]))  # (len(logits_at), vocab)
+        return logits
 
 
 def rope_tables(head_dim: int, max_len: int, base: float) -> tuple[Tensor, Tensor]:

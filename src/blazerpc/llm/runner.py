@@ -23,7 +23,8 @@ class ModelRunner:
         bs = self.blocks.block_size
         positions = np.arange(start, stop)
         table = np.asarray(seq.block_table, dtype=np.int64)
-        return table[positions // bs] * bs + positions % bs  # type: ignore[no-any-return]
+        slots: np.ndarray = table[positions // bs] * bs + positions % bs
+        return slots
 
     @torch.inference_mode()
     def run(self, decode: list[Sequence], prefill: list[Sequence]) -> Tensor:
@@ -62,7 +63,9 @@ class ModelRunner:
             prefill_spans=spans,
         )
         logits_at = list(range(len(decode))) + [start + n - 1 for start, n in spans]
-        logits = self.model(self._tensor(np.asarray(tokens)), batch, self.cache, self._tensor(np.asarray(logits_at)))
+        logits: Tensor = self.model(
+            self._tensor(np.asarray(tokens)), batch, self.cache, self._tensor(np.asarray(logits_at))
+        )
         for seq in decode + prefill:
             seq.num_cached = seq.num_tokens
         return logits.float().cpu()

@@ -3,7 +3,6 @@
 No ``from __future__ import annotations`` here: the model's hints name local types.
 """
 
-
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass

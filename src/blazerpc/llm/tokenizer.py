@@ -63,7 +63,7 @@ class LlamaTokenizer:
         tokens: list[str] = meta["tokenizer.ggml.tokens"]
         types: list[int] = meta.get("tokenizer.ggml.token_type", [1] * len(tokens))
         merges = [tuple(m.split(" ", 1)) for m in meta.get("tokenizer.ggml.merges", [])]
-        bpe = models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges, fuse_unk=False)  # type: ignore[arg-type]
+        bpe = models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges, fuse_unk=False)
         tok = Tokenizer(bpe)
         byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
         if meta.get("tokenizer.ggml.pre") in ("smollm", "starcoder", "refact"):
@@ -72,7 +72,9 @@ class LlamaTokenizer:
         else:
             tok.pre_tokenizer = byte_level
         tok.decoder = decoders.ByteLevel()
-        tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t, k in zip(tokens, types, strict=True) if k == CONTROL])
+        tok.add_special_tokens(
+            [AddedToken(t, special=True, normalized=False) for t, k in zip(tokens, types, strict=True) if k == CONTROL]
+        )
         eos = meta.get("tokenizer.ggml.eos_token_id")
         eos_ids = {eos} if eos is not None else set()
         if "<|endoftext|>" in tok.get_vocab():

@@ -161,7 +161,7 @@ def _constraint_check(f: Field) -> Converter:
     import pydantic
 
     base = f.type.py if isinstance(f.type, Scalar) else Any
-    adapter = pydantic.TypeAdapter(Annotated[base, *f.constraints])
+    adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(Annotated[base, *f.constraints])
 
     def check(value: Any) -> Any:
         try:

@@ -1,0 +1,106 @@
+"""The engine on a tiny random-weight model: batching must not change what a request gets."""
+
+from __future__ import annotations
+
+from blazerpc.llm.engine import EngineConfig, LLMEngine, TokenEvent
+from blazerpc.llm.loader import LoadedModel
+from blazerpc.llm.sampling import SamplingParams
+from blazerpc.llm.sequence import Sequence
+
+PROMPTS = [f"Request number {i} asks about {topic}" for i, topic in enumerate(["cats", "dogs", "tea", "rain"] * 4)]
+
+
+def engine(tiny: LoadedModel, **config: int) -> LLMEngine:
+    return LLMEngine(tiny, EngineConfig(**{"kv_cache_mb": 16, "max_model_len": 512, "block_size": 8, **config}))
+
+
+def run_all(eng: LLMEngine, requests: list[tuple[list[int], SamplingParams]]) -> list[list[TokenEvent]]:
+    outputs: list[list[TokenEvent]] = [[] for _ in requests]
+    for out, (ids, params) in zip(outputs, requests, strict=True):
+        eng.add(Sequence(ids, params), out.append)
+    while eng.has_work:
+        eng.step()
+    return outputs
+
+
+def test_greedy_output_is_the_same_alone_or_in_a_batch_of_16(tiny: LoadedModel) -> None:
+    params = SamplingParams(max_tokens=24, temperature=0, ignore_eos=True)
+    requests = [(tiny.tokenizer.encode(p), params) for p in PROMPTS]
+    alone = [[e.token_id for e in engine(tiny).generate(ids, p)] for ids, p in requests]
+    batched = [[e.token_id for e in out] for out in run_all(engine(tiny), requests)]
+    assert batched == alone
+
+
+def test_newcomers_join_a_running_batch_and_get_the_same_tokens(tiny: LoadedModel) -> None:
+    params = SamplingParams(max_tokens=16, temperature=0, ignore_eos=True)
+    ids = [tiny.tokenizer.encode(p) for p in PROMPTS[:6]]
+    alone = [[e.token_id for e in engine(tiny).generate(i, params)] for i in ids]
+    eng = engine(tiny)
+    outputs: list[list[TokenEvent]] = [[] for _ in ids]
+    sizes = []
+    for k, (i, out) in enumerate(zip(ids, outputs, strict=True)):
+        eng.add(Sequence(i, params), out.append)
+        sizes.append(eng.step())  # one more joins at every step
+        assert sizes[-1] == k + 1
+    while eng.has_work:
+        eng.step()
+    assert [[e.token_id for e in out] for out in outputs] == alone
+    assert [e.prefill for e in outputs[3]][:2] == [True, False]
+
+
+def test_preemption_under_a_small_cache_keeps_outputs_unchanged(tiny: LoadedModel) -> None:
+    params = SamplingParams(max_tokens=40, temperature=0, ignore_eos=True)
+    requests = [(tiny.tokenizer.encode(p), params) for p in PROMPTS[:6]]
+    roomy = run_all(engine(tiny), requests)
+    eng = engine(tiny, kv_cache_mb=1, max_model_len=128)  # ~170 slots for 6 x ~48 tokens: must preempt
+    tight = run_all(eng, requests)
+    assert [[e.token_id for e in o] for o in tight] == [[e.token_id for e in o] for o in roomy]
+    assert eng.blocks.num_free == eng.blocks.num_blocks
+
+
+def test_aborted_and_finished_sequences_free_every_block(tiny: LoadedModel) -> None:
+    eng = engine(tiny)
+    params = SamplingParams(max_tokens=1000, temperature=1.0, ignore_eos=True)
+    seqs = [Sequence(tiny.tokenizer.encode(p), params) for p in PROMPTS]
+    for s in seqs:
+        eng.add(s, lambda e: None)
+    for _ in range(3):
+        eng.step()
+    assert eng.blocks.num_free < eng.blocks.num_blocks
+    for s in seqs:
+        eng.abort(s.seq_id)
+    assert not eng.has_work and eng.scheduler.num_seqs == 0
+    assert eng.blocks.num_free == eng.blocks.num_blocks
+
+
+def test_stream_text_equals_decoded_text_and_limits_end_generation(tiny: LoadedModel) -> None:
+    eng = engine(tiny)
+    ids = tiny.tokenizer.encode("Once upon a time")
+    events = eng.generate(ids, SamplingParams(max_tokens=30, temperature=1.0, seed=7, ignore_eos=True))
+    assert len(events) == 30 and events[-1].finish_reason == "length"
+    assert "".join(e.text for e in events) == tiny.tokenizer.decode(e.token_id for e in events)
+    again = eng.generate(ids, SamplingParams(max_tokens=30, temperature=1.0, seed=7, ignore_eos=True))
+    assert [e.token_id for e in again] == [e.token_id for e in events]  # same seed, same output
+
+
+def test_stop_strings_end_generation_and_are_never_emitted(tiny: LoadedModel) -> None:
+    eng = engine(tiny)
+    ids = tiny.tokenizer.encode("Once upon a time")
+    free = eng.generate(ids, SamplingParams(max_tokens=30, temperature=0, ignore_eos=True))
+    text = "".join(e.text for e in free)
+    stop = text[len(text) // 2 : len(text) // 2 + 3]
+    assert stop.strip()
+    events = eng.generate(ids, SamplingParams(max_tokens=30, temperature=0, stop=(stop,), ignore_eos=True))
+    out = "".join(e.text for e in events)
+    assert events[-1].finish_reason == "stop"
+    assert stop not in out and out == text[: text.index(stop)]
+
+
+def test_a_prompt_that_fills_the_context_is_refused(tiny: LoadedModel) -> None:
+    eng = engine(tiny, max_model_len=16)
+    try:
+        eng.add(Sequence(list(range(20)), SamplingParams()), lambda e: None)
+    except ValueError as exc:
+        assert "leaves no room" in str(exc)
+    else:
+        raise AssertionError("expected ValueError")

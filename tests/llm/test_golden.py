@@ -1,0 +1,43 @@
+"""The real default model against the reference implementation, token for token."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from blazerpc.llm.engine import EngineConfig, LLMEngine, TokenEvent
+from blazerpc.llm.loader import LoadedModel, load
+from blazerpc.llm.sampling import SamplingParams
+from blazerpc.llm.sequence import Sequence
+
+GOLDEN = json.loads((Path(__file__).parent / "golden_smollm2.json").read_text())["cases"]
+
+
+@pytest.fixture(scope="module")
+def smollm() -> LoadedModel:
+    return load()
+
+
+def test_greedy_output_matches_transformers_for_48_tokens(smollm: LoadedModel) -> None:
+    engine = LLMEngine(smollm, EngineConfig(kv_cache_mb=64, max_model_len=512))
+    for case in GOLDEN:
+        params = SamplingParams(max_tokens=len(case["greedy_ids"]), temperature=0, ignore_eos=True)
+        got = [e.token_id for e in engine.generate(case["prompt_ids"], params)]
+        assert got == case["greedy_ids"], case["prompt"]
+
+
+def test_real_model_greedy_is_the_same_alone_or_in_a_batch_of_16(smollm: LoadedModel) -> None:
+    engine = LLMEngine(smollm, EngineConfig(kv_cache_mb=128, max_model_len=512))
+    params = SamplingParams(max_tokens=32, temperature=0, ignore_eos=True)
+    prompts = [c["prompt_ids"] for c in GOLDEN]
+    batch = [prompts[i % 3] + smollm.tokenizer.encode(" " * (i // 3)) for i in range(16)]
+    alone = [[e.token_id for e in engine.generate(ids, params)] for ids in batch[:3]]
+    outputs: list[list[TokenEvent]] = [[] for _ in batch]
+    for ids, out in zip(batch, outputs, strict=True):
+        engine.add(Sequence(ids, params), out.append)
+    while engine.has_work:
+        engine.step()
+    assert [[e.token_id for e in out] for out in outputs[:3]] == alone
+    assert [e.token_id for e in outputs[0]] == GOLDEN[0]["greedy_ids"][:32]

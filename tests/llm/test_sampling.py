@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from blazerpc.llm.sampling import SamplingParams, StopChecker, greedy, sample, top_k_filter, top_p_filter
+
+
+def test_greedy_and_temperature_zero_pick_the_largest_logit() -> None:
+    logits = torch.tensor([0.1, 3.0, 2.9, -1.0])
+    assert greedy(logits) == 1
+    assert sample(logits, SamplingParams(temperature=0), None) == 1
+
+
+def test_top_k_keeps_the_k_largest() -> None:
+    out = top_k_filter(torch.tensor([1.0, 4.0, 3.0, 2.0]), 2)
+    assert torch.isinf(out[[0, 3]]).all() and out[1] == 4.0 and out[2] == 3.0
+    assert torch.equal(top_k_filter(torch.tensor([1.0, 2.0]), 0), torch.tensor([1.0, 2.0]))
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p() -> None:
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
+    kept = ~torch.isinf(top_p_filter(logits, 0.7))
+    assert kept.tolist() == [True, True, False, False]
+    assert (~torch.isinf(top_p_filter(logits, 0.4))).tolist() == [True, False, False, False]
+
+
+def test_same_seed_same_tokens_and_filters_are_respected() -> None:
+    logits = torch.randn(1000, generator=torch.Generator().manual_seed(0))
+    params = SamplingParams(temperature=1.0, top_k=5, seed=42)
+    first = [sample(logits, params, g) for g in [params.generator()] for _ in range(20)]
+    second = [sample(logits, params, g) for g in [params.generator()] for _ in range(20)]
+    assert first == second
+    allowed = set(torch.topk(logits, 5).indices.tolist())
+    assert set(first) <= allowed and len(set(first)) > 1
+
+
+def test_params_validate() -> None:
+    for bad, message in [({"max_tokens": 0}, "max_tokens"), ({"temperature": -1}, "temperature"),
+                         ({"top_p": 0}, "top_p"), ({"top_k": -1}, "top_k"), ({"stop": ("",)}, "stop")]:  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            SamplingParams(**bad)  # type: ignore[arg-type]
+
+
+def test_stop_checker_never_emits_a_stop_string_or_its_prefix() -> None:
+    stop = StopChecker(("END", "\n\n"))
+    emitted = []
+    for piece in ["Hello E", "N", "ough. E", "ND here"]:
+        text, hit = stop.feed(piece)
+        emitted.append(text)
+        if hit:
+            break
+    assert "".join(emitted) == "Hello ENough. "
+    assert emitted[0] == "Hello " and emitted[1] == ""  # "E", then "EN", held back
+    assert hit
+    free = StopChecker(())
+    assert free.feed("abc") == ("abc", False)
+    held = StopChecker(("xyz",))
+    assert held.feed("abx") == ("ab", False) and held.flush() == "x"
