@@ -49,7 +49,7 @@ def load(path: str | Path | None = None, *, max_seq_len: int = 2048, device: str
     with torch.device("meta"):
         model = Llama(config)
     model = model.to_empty(device=device)
-    state = dict(_progress(weights, total=len(model.state_dict()), desc=f"loading {path.name}"))
+    state = _fuse(dict(_progress(weights, total=len(model.state_dict()), desc=f"loading {path.name}")))
     if config.tie_embeddings:
         state.setdefault("output.weight", state["tok_embeddings.weight"])
     missing = set(model.state_dict()) - set(state)
@@ -58,7 +58,20 @@ def load(path: str | Path | None = None, *, max_seq_len: int = 2048, device: str
     model.load_state_dict(state, strict=True, assign=False)
     model.rope_cos, model.rope_sin = (t.to(device) for t in _rope(config))
     model.eval().requires_grad_(False)
+    model.prepare_decode()
     return LoadedModel(path.stem, model, tokenizer)
+
+
+def _fuse(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Stack Q, K, V (and gate, up) into the single matrices the model multiplies by."""
+    for name in [n for n in state if n.endswith(".attention.wq.weight")]:
+        prefix = name.removesuffix("wq.weight")
+        parts = [state.pop(prefix + p) for p in ("wq.weight", "wk.weight", "wv.weight")]
+        state[prefix + "wqkv.weight"] = torch.cat(parts)
+    for name in [n for n in state if n.endswith(".feed_forward.w1.weight")]:
+        prefix = name.removesuffix("w1.weight")
+        state[prefix + "w13.weight"] = torch.cat([state.pop(prefix + "w1.weight"), state.pop(prefix + "w3.weight")])
+    return state
 
 
 def _rope(config: LlamaConfig) -> tuple[torch.Tensor, torch.Tensor]:

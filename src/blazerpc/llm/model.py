@@ -80,23 +80,57 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
 
 
+class Linear(nn.Module):
+    """``y = x @ W.T``, with the fastest CPU kernel for the number of rows.
+
+    Measured on a 2-core AVX2 machine (the weights do not fit in cache, so this is about
+    memory bandwidth): one row reads a pre-transposed ``(in, out)`` copy at ~17 GB/s against
+    ~10 GB/s through ``F.linear``; 2-16 rows run 1.4-1.6x faster in oneDNN than in
+    ``F.linear``; more rows are compute-bound and ``F.linear`` is as good. ``prepare_decode``
+    makes the extra copies (CPU only; elsewhere ``F.linear`` is used throughout).
+    """
+
+    SMALL_BATCH = 64
+    weight_t: Tensor | None
+    weight_mkldnn: Tensor | None
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.weight_t = self.weight_mkldnn = None
+
+    def prepare_decode(self) -> None:
+        if self.weight.device.type != "cpu":
+            return
+        self.weight_t = self.weight.detach().t().contiguous()
+        if torch.backends.mkldnn.is_available():
+            self.weight_mkldnn = self.weight.detach().to_mkldnn()
+
+    def forward(self, x: Tensor) -> Tensor:
+        rows = x.shape[0]
+        if rows == 1 and self.weight_t is not None:
+            return x @ self.weight_t
+        if rows <= self.SMALL_BATCH and self.weight_mkldnn is not None:
+            out: Tensor = torch._C._nn.mkldnn_linear(x.to_mkldnn(), self.weight_mkldnn, None).to_dense()
+            return out
+        return F.linear(x, self.weight)
+
+
 class Attention(nn.Module):
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, config.head_dim
-        self.wq = nn.Linear(config.dim, config.n_heads * config.head_dim, bias=False)
-        self.wk = nn.Linear(config.dim, config.n_kv_heads * config.head_dim, bias=False)
-        self.wv = nn.Linear(config.dim, config.n_kv_heads * config.head_dim, bias=False)
-        self.wo = nn.Linear(config.n_heads * config.head_dim, config.dim, bias=False)
+        self.wqkv = Linear(config.dim, (config.n_heads + 2 * config.n_kv_heads) * config.head_dim)
+        self.wo = Linear(config.n_heads * config.head_dim, config.dim)
 
     def forward(
         self, x: Tensor, cos: Tensor, sin: Tensor, k_cache: Tensor, v_cache: Tensor, batch: AttentionBatch
     ) -> Tensor:
-        n = x.shape[0]
-        q = self.wq(x).view(n, self.n_heads, self.head_dim)  # (N, H, hd)
-        k = self.wk(x).view(n, self.n_kv_heads, self.head_dim)  # (N, KVH, hd)
-        v = self.wv(x).view(n, self.n_kv_heads, self.head_dim)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        n, h, kvh, hd = x.shape[0], self.n_heads, self.n_kv_heads, self.head_dim
+        qkv = self.wqkv(x)  # (N, (H + 2 KVH) * hd)
+        qk = apply_rope(qkv[:, : (h + kvh) * hd].view(n, h + kvh, hd), cos, sin)  # q and k in one go
+        q, k = qk[:, :h], qk[:, h:]  # (N, H, hd), (N, KVH, hd)
+        v = qkv[:, (h + kvh) * hd :].view(n, kvh, hd)
         k_cache[batch.slot_mapping] = k
         v_cache[batch.slot_mapping] = v
 
@@ -113,18 +147,19 @@ class Attention(nn.Module):
             span = slice(start, start + length)
             qs, ks, vs = q[span].transpose(0, 1), k[span].transpose(0, 1), v[span].transpose(0, 1)  # (H, L, hd)
             out[span] = F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, enable_gqa=True).transpose(0, 1)
-        return self.wo(out.view(n, -1))  # type: ignore[no-any-return]
+        return self.wo(out.view(n, h * hd))
 
 
 class FeedForward(nn.Module):
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
-        self.w1 = nn.Linear(config.dim, config.ffn_dim, bias=False)  # gate
-        self.w3 = nn.Linear(config.dim, config.ffn_dim, bias=False)  # up
-        self.w2 = nn.Linear(config.ffn_dim, config.dim, bias=False)  # down
+        self.ffn_dim = config.ffn_dim
+        self.w13 = Linear(config.dim, 2 * config.ffn_dim)  # gate and up, stacked
+        self.w2 = Linear(config.ffn_dim, config.dim)  # down
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))  # type: ignore[no-any-return]
+        gate, up = self.w13(x).split(self.ffn_dim, dim=-1)  # (N, ffn) each
+        return self.w2(F.silu(gate) * up)
 
 
 class Block(nn.Module):
@@ -153,12 +188,18 @@ class Llama(nn.Module):
         self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
         self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.norm = RMSNorm(config.dim, config.norm_eps)
-        self.output = nn.Linear(config.dim, config.vocab_size, bias=False)
+        self.output = Linear(config.dim, config.vocab_size)
         if config.tie_embeddings:
             self.output.weight = self.tok_embeddings.weight
         cos, sin = rope_tables(config.head_dim, config.max_seq_len, config.rope_base)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
+
+    def prepare_decode(self) -> None:
+        """Pre-transposed weight copies for single-sequence decode steps (see ``Linear``)."""
+        for module in self.modules():
+            if isinstance(module, Linear):
+                module.prepare_decode()
 
     def forward(self, tokens: Tensor, batch: AttentionBatch, cache: KVCache, logits_at: Tensor) -> Tensor:
         """Logits ``(len(logits_at), vocab)`` for the flat ``tokens`` (N,) of one engine step."""
@@ -172,13 +213,16 @@ class Llama(nn.Module):
 
 
 def rope_tables(head_dim: int, max_len: int, base: float) -> tuple[Tensor, Tensor]:
+    """``cos`` and a signed ``sin``, each (T, hd), for the half-split (Hugging Face) layout."""
     inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
     angles = torch.outer(torch.arange(max_len, dtype=torch.float64), inv_freq)  # (T, hd/2)
-    angles = torch.cat([angles, angles], dim=-1)  # (T, hd): half-split layout
-    return angles.cos().float(), angles.sin().float()
+    cos = torch.cat([angles.cos(), angles.cos()], dim=-1)
+    sin = torch.cat([-angles.sin(), angles.sin()], dim=-1)  # the sign of rotate_half, folded in
+    return cos.float(), sin.float()
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    half = x.shape[-1] // 2
-    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return x * cos + rotated * sin
+    """``x * cos + rotate_half(x) * sin`` for x (N, heads, hd); swapping halves is one flip."""
+    n, heads, hd = x.shape
+    swapped = x.view(n, heads, 2, hd // 2).flip(2).view(n, heads, hd)
+    return torch.addcmul(x * cos, swapped, sin)

@@ -120,17 +120,19 @@ class LLMService:
             seed: int | None = None,
             stop: list[str] = [],  # noqa: B006 - never mutated; the schema needs a list
             chat: bool = False,
+            ignore_eos: bool = False,
         ) -> AsyncIterator[GenerateChunk]:
             """Generate text from a prompt, one token per chunk.
 
             `temperature` 0 is greedy; `top_k` 0 and `top_p` 1 turn those filters off; `seed`
-            makes sampling repeatable; generation ends at EOS, at a `stop` string (never
-            emitted) or after `max_tokens`. `chat` wraps the prompt in the model's chat template.
+            makes sampling repeatable; generation ends at EOS (unless `ignore_eos`, as for
+            benchmarks), at a `stop` string (never emitted) or after `max_tokens`. `chat` wraps
+            the prompt in the model's chat template.
             """
             if service.llm is None:
                 raise BlazeError(Status.UNAVAILABLE, "the model is still loading")
             try:
-                params = SamplingParams(max_tokens, temperature, top_p, top_k, seed, tuple(stop))
+                params = SamplingParams(max_tokens, temperature, top_p, top_k, seed, tuple(stop), ignore_eos)
             except ValueError as exc:
                 raise BlazeError(Status.INVALID_ARGUMENT, str(exc)) from None
             async for event in service.llm.generate(service.prompt_ids(prompt, chat), params):
