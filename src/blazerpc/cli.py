@@ -81,6 +81,7 @@ def llm(
     threads: Annotated[int, typer.Option(min=0, help="Torch threads (0: torch's default).")] = 0,
     max_num_seqs: Annotated[int, typer.Option(min=1, help="Sequences decoded together.")] = 32,
     max_waiting: Annotated[int, typer.Option(min=1, help="Queued requests before 429.")] = 256,
+    max_prefill_tokens: Annotated[int, typer.Option(min=1, help="Prompt tokens prefilled per step.")] = 512,
     max_model_len: Annotated[int, typer.Option(min=16, help="Context length (prompt + answer).")] = 2048,
     kv_cache_mb: Annotated[int, typer.Option(min=1, help="KV cache budget in MiB.")] = 1024,
     grace_period: Annotated[float, typer.Option(min=0, help="Seconds in-flight calls get on shutdown.")] = 10.0,
@@ -93,7 +94,11 @@ def llm(
 
     try:
         config = EngineConfig(
-            max_num_seqs=max_num_seqs, max_waiting=max_waiting, max_model_len=max_model_len, kv_cache_mb=kv_cache_mb
+            max_num_seqs=max_num_seqs,
+            max_waiting=max_waiting,
+            max_prefill_tokens=max_prefill_tokens,
+            max_model_len=max_model_len,
+            kv_cache_mb=kv_cache_mb,
         )
         service = LLMService(model, config, threads or None)
         if demo:

@@ -101,8 +101,8 @@ def test_quantized_gguf_is_dequantized_on_load(
 ) -> None:
     path = write_tiny_gguf(tmp_path / f"tiny-{quant.name}.gguf", default_tokenizer, quant)
     hf, q = load(tiny_dir, max_seq_len=512), load(path, max_seq_len=512)
-    a = hf.model.layers[0].feed_forward.w1.weight
-    b = q.model.layers[0].feed_forward.w1.weight
+    a = hf.model.layers[0].feed_forward.w13.weight
+    b = q.model.layers[0].feed_forward.w13.weight
     error = ((a - b).abs().mean() / a.abs().mean()).item()
     assert 0 < error < (0.02 if quant == gguf.GGMLQuantizationType.Q8_0 else 0.15)
 

@@ -11,12 +11,16 @@ from .service import LLMService
 
 
 def run_demo(service: LLMService, prompt: str, max_tokens: int) -> int:
+    return asyncio.run(_demo(service, prompt, max_tokens))
+
+
+async def _demo(service: LLMService, prompt: str, max_tokens: int) -> int:
     print(f"loading {service.model_path or 'the default model (SmolLM2-135M-Instruct)'} ...", file=sys.stderr)
-    service.load()
+    await service.start()
     try:
-        return asyncio.run(_stream(service, prompt, max_tokens))
+        return await _stream(service, prompt, max_tokens)
     finally:
-        service.close()
+        await service.stop()
 
 
 async def _stream(service: LLMService, prompt: str, max_tokens: int) -> int:

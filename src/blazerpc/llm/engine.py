@@ -23,7 +23,7 @@ KV_BYTES = 4  # float32
 class EngineConfig:
     max_num_seqs: int = 32
     max_waiting: int = 256
-    max_prefill_tokens: int = 2048
+    max_prefill_tokens: int = 512
     max_model_len: int = 2048
     kv_cache_mb: int = 1024
     block_size: int = 16

@@ -74,6 +74,20 @@ def _fuse(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return state
 
 
+def load_tokenizer(path: str | Path | None = None) -> LlamaTokenizer:
+    """Just the tokenizer (the server process needs it; the engine process loads the weights)."""
+    path = Path(path) if path is not None else default_model_path()
+    if path.is_dir():
+        return LlamaTokenizer.from_hf_dir(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no model at {path}")
+    f = GGUFFile(path)
+    try:
+        return LlamaTokenizer.from_gguf_metadata(f.metadata)
+    finally:
+        f.close()
+
+
 def _rope(config: LlamaConfig) -> tuple[torch.Tensor, torch.Tensor]:
     from .model import rope_tables
 

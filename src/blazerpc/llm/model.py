@@ -103,13 +103,14 @@ class Linear(nn.Module):
         if self.weight.device.type != "cpu":
             return
         self.weight_t = self.weight.detach().t().contiguous()
-        if torch.backends.mkldnn.is_available():
+        if torch.backends.mkldnn.is_available():  # type: ignore[no-untyped-call]
             self.weight_mkldnn = self.weight.detach().to_mkldnn()
 
     def forward(self, x: Tensor) -> Tensor:
         rows = x.shape[0]
         if rows == 1 and self.weight_t is not None:
-            return x @ self.weight_t
+            row: Tensor = x @ self.weight_t
+            return row
         if rows <= self.SMALL_BATCH and self.weight_mkldnn is not None:
             out: Tensor = torch._C._nn.mkldnn_linear(x.to_mkldnn(), self.weight_mkldnn, None).to_dense()
             return out
@@ -147,7 +148,8 @@ class Attention(nn.Module):
             span = slice(start, start + length)
             qs, ks, vs = q[span].transpose(0, 1), k[span].transpose(0, 1), v[span].transpose(0, 1)  # (H, L, hd)
             out[span] = F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, enable_gqa=True).transpose(0, 1)
-        return self.wo(out.view(n, h * hd))
+        projected: Tensor = self.wo(out.view(n, h * hd))
+        return projected
 
 
 class FeedForward(nn.Module):
@@ -159,7 +161,8 @@ class FeedForward(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         gate, up = self.w13(x).split(self.ffn_dim, dim=-1)  # (N, ffn) each
-        return self.w2(F.silu(gate) * up)
+        out: Tensor = self.w2(F.silu(gate) * up)
+        return out
 
 
 class Block(nn.Module):
@@ -190,7 +193,7 @@ class Llama(nn.Module):
         self.norm = RMSNorm(config.dim, config.norm_eps)
         self.output = Linear(config.dim, config.vocab_size)
         if config.tie_embeddings:
-            self.output.weight = self.tok_embeddings.weight
+            self.output.weight = self.tok_embeddings.weight  # type: ignore[assignment]
         cos, sin = rope_tables(config.head_dim, config.max_seq_len, config.rope_base)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)

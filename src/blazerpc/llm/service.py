@@ -3,6 +3,7 @@
 No ``from __future__ import annotations`` here: the model's hints name local types.
 """
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -14,9 +15,10 @@ from pydantic import AfterValidator, Field
 from ..app import BlazeApp
 from ..errors import BlazeError, Status
 from .async_engine import AsyncLLM
-from .engine import EngineConfig, LLMEngine
-from .loader import LoadedModel, load
+from .engine import EngineConfig
+from .loader import load_tokenizer
 from .sampling import SamplingParams
+from .tokenizer import LlamaTokenizer
 
 log = logging.getLogger("blazerpc.llm")
 
@@ -58,7 +60,7 @@ def collect(chunks: list[GenerateChunk]) -> GenerateResult:
 
 
 class LLMService:
-    """Loads the model at startup and serves it; ``app`` is the BlazeApp to serve."""
+    """The LLM as a BlazeApp (``app``): the engine process starts with the server."""
 
     def __init__(
         self, model_path: str | Path | None = None, config: EngineConfig | None = None, threads: int | None = None
@@ -66,35 +68,39 @@ class LLMService:
         self.model_path = model_path
         self.config = config or EngineConfig()
         self.threads = threads
-        self.loaded: LoadedModel | None = None
+        self.tokenizer: LlamaTokenizer | None = None
         self.llm: AsyncLLM | None = None
+        self.max_len = self.config.max_model_len
         self.app = self._build_app()
 
-    def load(self) -> None:
-        self.loaded = load(self.model_path, max_seq_len=self.config.max_model_len, device=self.config.device)
-        self.llm = AsyncLLM(LLMEngine(self.loaded, self.config), self.threads)
-        self.llm.start()
-        log.info("model %s loaded", self.loaded.name)
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.tokenizer = await loop.run_in_executor(None, load_tokenizer, self.model_path)
+        llm = AsyncLLM(self.model_path, self.config, self.threads)
+        info = await llm.start()
+        self.max_len = info.max_len
+        self.llm = llm
+        log.info("model %s loaded in engine process", info.model_name)
 
-    def close(self) -> None:
+    async def stop(self) -> None:
         if self.llm is not None:
-            self.llm.stop()
+            await self.llm.stop()
 
     def prompt_ids(self, prompt: str, chat: bool) -> list[int]:
-        assert self.loaded is not None
-        tokenizer = self.loaded.tokenizer
+        assert self.tokenizer is not None
         if chat:
-            prompt = tokenizer.apply_chat_template([{"role": "user", "content": prompt}])
-        return tokenizer.encode(prompt)
+            prompt = self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}])
+        return self.tokenizer.encode(prompt)
 
     def _check_prompt(self, prompt: str) -> str:
         if not prompt:
             raise ValueError("prompt must not be empty")
-        if self.loaded is not None:
-            n = len(self.loaded.tokenizer.encode(prompt))
-            limit = min(self.config.max_model_len, self.loaded.model.config.max_seq_len)
-            if n >= limit:
-                raise ValueError(f"prompt is {n} tokens; the context holds {limit}, with room for at least one more")
+        if self.tokenizer is not None:
+            n = len(self.tokenizer.encode(prompt))
+            if n >= self.max_len:
+                raise ValueError(
+                    f"prompt is {n} tokens; the context holds {self.max_len}, with room for at least one more"
+                )
         return prompt
 
     def _build_app(self) -> BlazeApp:
@@ -103,12 +109,12 @@ class LLMService:
         Prompt = Annotated[str, AfterValidator(self._check_prompt)]
 
         @app.on_startup
-        def load_model() -> None:
-            service.load()
+        async def start_engine() -> None:
+            await service.start()
 
         @app.on_shutdown
-        def stop_engine() -> None:
-            service.close()
+        async def stop_engine() -> None:
+            await service.stop()
 
         @app.model("generate", streaming=True, collect=collect)
         async def generate(
