@@ -25,6 +25,15 @@ def test_readme_starts_with_the_two_make_commands() -> None:
     assert "make test" in (ROOT / ".ci" / "run").read_text()
 
 
+def test_readme_llm_commands_are_the_seed_commands() -> None:
+    from tests.llm.test_service import seed_commands
+
+    llm_block = blocks("bash")[5]
+    curls = [line for line in llm_block.splitlines() if line.startswith("curl")]
+    assert curls == seed_commands()  # and tests/llm/test_service.py runs those against blaze llm
+    assert "blaze llm --demo" in blocks("bash")[4] and "blaze llm --port 5000" in blocks("bash")[4]
+
+
 def test_readme_tour_runs(tmp_path: Path, process_cleanup: list) -> None:
     app_code, client_code = blocks("python")
     (tmp_path / "app.py").write_text(app_code)

@@ -27,7 +27,13 @@ class EngineConfig:
     max_model_len: int = 2048
     kv_cache_mb: int = 1024
     block_size: int = 16
-    device: str = "cpu"
+    device: str = "auto"  # "auto": CUDA when torch sees a GPU, else CPU
+
+    @property
+    def torch_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        return "cuda" if torch.cuda.is_available() else "cpu"
 
     def __post_init__(self) -> None:
         if self.kv_cache_mb < 1 or self.block_size < 1 or self.max_model_len < 2:
@@ -82,7 +88,7 @@ class LLMEngine:
             SchedulerConfig(self.config.max_num_seqs, self.config.max_prefill_tokens, self.config.max_waiting),
             self.blocks,
         )
-        self.runner = ModelRunner(self.model, self.blocks, self.config.device)
+        self.runner = ModelRunner(self.model, self.blocks, str(next(self.model.parameters()).device))
         self.seqs: dict[int, Sequence] = {}
         self.states: dict[int, _Decoding] = {}
 
