@@ -83,36 +83,49 @@ class RMSNorm(nn.Module):
 class Linear(nn.Module):
     """``y = x @ W.T``, with the fastest CPU kernel for the number of rows.
 
-    Measured on a 2-core AVX2 machine (the weights do not fit in cache, so this is about
-    memory bandwidth): one row reads a pre-transposed ``(in, out)`` copy at ~17 GB/s against
-    ~10 GB/s through ``F.linear``; 2-16 rows run 1.4-1.6x faster in oneDNN than in
-    ``F.linear``; more rows are compute-bound and ``F.linear`` is as good. ``prepare_decode``
-    makes the extra copies (CPU only; elsewhere ``F.linear`` is used throughout).
+    Decode products are bound by memory bandwidth (the weights do not fit in cache), and
+    torch's one-row GEMV reads them on one core. Measured on a 2-core AVX2 machine: one
+    ``bmm`` over the two row halves of W runs a half on each core, ~30 GB/s for one row
+    (``x @ W_t``: ~17 GB/s, ``F.linear``: ~10 GB/s) and 1.5-4x ``F.linear`` for 2-4 rows;
+    5-64 rows are fastest in oneDNN (1.2-1.6x ``F.linear``); prefill goes to ``F.linear``.
+    With one thread, one row uses a pre-transposed copy. ``prepare_decode`` makes the copies.
     """
 
-    SMALL_BATCH = 64
+    SPLIT_ROWS = 4  # up to this many rows, split W in halves across two cores
+    ONEDNN_ROWS = 64
+
     weight_t: Tensor | None
-    weight_mkldnn: Tensor | None
+    weight_onednn: Tensor | None
 
     def __init__(self, in_features: int, out_features: int) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
-        self.weight_t = self.weight_mkldnn = None
+        self.weight_t = self.weight_onednn = None
 
     def prepare_decode(self) -> None:
         if self.weight.device.type != "cpu":
             return
         self.weight_t = self.weight.detach().t().contiguous()
         if torch.backends.mkldnn.is_available():  # type: ignore[no-untyped-call]
-            self.weight_mkldnn = self.weight.detach().to_mkldnn()
+            self.weight_onednn = self.weight.detach().to_mkldnn()
 
     def forward(self, x: Tensor) -> Tensor:
         rows = x.shape[0]
-        if rows == 1 and self.weight_t is not None:
+        out_features, in_features = self.weight.shape
+        if self.weight_t is None or rows > self.ONEDNN_ROWS:
+            return F.linear(x, self.weight)
+        two_cores = torch.get_num_threads() >= 2
+        if rows <= self.SPLIT_ROWS and two_cores and out_features % 2 == 0:
+            halves = self.weight.view(2, out_features // 2, in_features)  # a view: no copy
+            # x transposed, strides (0, 1, in): MKL takes a slow path for other strides
+            cols = x.contiguous().t().unsqueeze(0).expand(2, in_features, rows)
+            y = torch.bmm(halves, cols)  # (2, out/2, rows): one half per core
+            return y.permute(2, 0, 1).reshape(rows, out_features)
+        if rows == 1:
             row: Tensor = x @ self.weight_t
             return row
-        if rows <= self.SMALL_BATCH and self.weight_mkldnn is not None:
-            out: Tensor = torch._C._nn.mkldnn_linear(x.to_mkldnn(), self.weight_mkldnn, None).to_dense()
+        if self.weight_onednn is not None:
+            out: Tensor = torch._C._nn.mkldnn_linear(x.to_mkldnn(), self.weight_onednn, None).to_dense()
             return out
         return F.linear(x, self.weight)
 
