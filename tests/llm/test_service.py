@@ -17,7 +17,7 @@ import pytest
 from blazerpc import BlazeClient, BlazeError, Status
 from blazerpc.llm.engine import EngineConfig
 from blazerpc.llm.service import LLMService
-from tests.conftest import ROOT, blaze, free_port, serving, wait_http_ready
+from tests.conftest import ROOT, blaze, free_port, serving, until, wait_http_ready
 
 SEED = (ROOT / "tests" / "seeds" / "async-streaming-fastapi.txt").read_text()  # a copy of ../shared/seeds
 
@@ -176,9 +176,10 @@ async def test_requests_beyond_the_queue_get_429(tiny_dir: Path) -> None:
         serving(service.app) as server,
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.http_port}", timeout=60) as http,
     ):
-        body = {"prompt": "go", "max_tokens": 200, "temperature": 0}
+        body = {"prompt": "go", "max_tokens": 500, "temperature": 0, "ignore_eos": True}
         running = [asyncio.create_task(http.post("/generate", json=body)) for _ in range(2)]
-        await asyncio.sleep(0.3)
+        assert service.llm is not None
+        await until(lambda: service.llm is not None and service.llm.outstanding == 2)  # one runs, one waits
         reply = await http.post("/generate", json=body)
         assert reply.status_code == 429 and "engine is full" in reply.json()["error"]["message"]
         assert all(r.status_code == 200 for r in await asyncio.gather(*running))
