@@ -71,10 +71,6 @@ def _values(model: BaseModel) -> dict[str, Any]:
     return {name: getattr(model, name) for name in type(model).model_fields}
 
 
-def kwargs_of(request: BaseModel, names: tuple[str, ...]) -> dict[str, Any]:
-    return {name: getattr(request, name) for name in names}
-
-
 def _tensor_validator(spec: TensorSpec) -> Callable[[list[Any]], Any]:
     def to_array(value: list[Any]) -> Any:
         try:
