@@ -148,10 +148,12 @@ def main() -> None:
         "--stagger", type=float, default=8.0, help="seconds over which the clients of a level start (0: all at once)"
     )
     parser.add_argument("--threads", type=int, default=0, help="torch threads for blaze llm (0: its default)")
+    parser.add_argument("--dtype", default="auto", help="blaze llm --dtype (auto, float32, bfloat16)")
     parser.add_argument("--llama-venv", type=Path, default=Path(tempfile.gettempdir()) / "llamacpp-venv")
     parser.add_argument("--install-llama", action="store_true", help="pip install llama-cpp-python there first")
     args = parser.parse_args()
 
+    from blazerpc.llm.engine import EngineConfig
     from blazerpc.llm.loader import default_model_path
 
     model = default_model_path()
@@ -159,6 +161,7 @@ def main() -> None:
         install_llama(args.llama_venv)
     port = free_port()
     cmd = [sys.executable, "-m", "blazerpc.cli", "llm", "--host", "127.0.0.1", "--port", str(port), "--no-grpc"]
+    cmd += ["--dtype", args.dtype]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     server = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ)
@@ -176,7 +179,8 @@ def main() -> None:
     baseline = llama_baseline(args.llama_venv, model, 2, 4)
 
     idle_ttft = rows[0]["ttft_p50"]
-    print(f"blaze llm, {model.name}, ~100-token prompts, {NEW_TOKENS} new tokens, streaming over HTTP")
+    dtype = str(EngineConfig(dtype=args.dtype).torch_dtype).removeprefix("torch.")
+    print(f"blaze llm ({dtype}), {model.name}, ~100-token prompts, {NEW_TOKENS} new tokens, streaming over HTTP")
     headers = ["clients", "tok/s", "TTFT p50 ms", "TTFT p99 ms", "TTFT p50 / idle", "ITL p50 ms", "ITL p99 ms"]
     body = [
         [int(r["clients"]), r["tok_s"], r["ttft_p50"] * 1000, r["ttft_p99"] * 1000, f"{r['ttft_p50'] / idle_ttft:.1f}x",

@@ -79,6 +79,13 @@ def llm(
     prompt: Annotated[str, typer.Option(help="The --demo prompt.")] = "Explain in two sentences why the sky is blue.",
     max_tokens: Annotated[int, typer.Option(min=1, help="The --demo answer's length limit.")] = 128,
     threads: Annotated[int, typer.Option(min=0, help="Torch threads (0: torch's default).")] = 0,
+    dtype: Annotated[
+        str,
+        typer.Option(
+            help="Weights and KV cache: auto (bfloat16 where the CPU or GPU has bf16 instructions, else float32), "
+            "float32 (matches the reference implementation exactly) or bfloat16."
+        ),
+    ] = "auto",
     max_num_seqs: Annotated[int, typer.Option(min=1, help="Sequences decoded together.")] = 32,
     max_waiting: Annotated[int, typer.Option(min=1, help="Queued requests before 429.")] = 256,
     max_prefill_tokens: Annotated[int, typer.Option(min=1, help="Prompt tokens prefilled per step.")] = 512,
@@ -99,6 +106,7 @@ def llm(
             max_prefill_tokens=max_prefill_tokens,
             max_model_len=max_model_len,
             kv_cache_mb=kv_cache_mb,
+            dtype=dtype,
         )
         service = LLMService(model, config, threads or None)
         if demo:

@@ -3,7 +3,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from blazerpc.llm.sampling import SamplingParams, StopChecker, greedy, sample, top_k_filter, top_p_filter
+from blazerpc.llm.sampling import (
+    SamplingParams,
+    StopChecker,
+    greedy,
+    sample,
+    sample_rows,
+    top_k_filter,
+    top_p_filter,
+)
 
 
 def test_greedy_and_temperature_zero_pick_the_largest_logit() -> None:
@@ -33,6 +41,26 @@ def test_same_seed_same_tokens_and_filters_are_respected() -> None:
     assert first == second
     allowed = set(torch.topk(logits, 5).indices.tolist())
     assert set(first) <= allowed and len(set(first)) > 1
+
+
+def test_sampled_frequencies_follow_the_softmax_at_the_temperature() -> None:
+    logits = torch.tensor([2.0, 1.0, 0.0, -1.0])
+    params = SamplingParams(temperature=0.5, seed=7)
+    generator = params.generator()
+    draws = torch.tensor([sample(logits, params, generator) for _ in range(4000)])
+    frequencies = torch.bincount(draws, minlength=4).float() / len(draws)
+    torch.testing.assert_close(frequencies, torch.softmax(logits / 0.5, dim=-1), atol=0.02, rtol=0)
+
+
+def test_a_row_samples_the_same_alone_or_among_other_rows() -> None:
+    logits = torch.randn(6, 500, generator=torch.Generator().manual_seed(1))
+    params = [SamplingParams(temperature=0), SamplingParams(temperature=0.8, seed=3),
+              SamplingParams(temperature=1.2, top_k=20, seed=4), SamplingParams(temperature=0.9, top_p=0.5, seed=5),
+              SamplingParams(temperature=0), SamplingParams(temperature=0.7, seed=6)]  # fmt: skip
+    together = sample_rows(logits, params, [p.generator() for p in params])
+    alone = [sample(row, p, p.generator()) for row, p in zip(logits, params, strict=True)]
+    assert together == alone
+    assert together[0] == int(logits[0].argmax()) and together[4] == int(logits[4].argmax())
 
 
 def test_params_validate() -> None:

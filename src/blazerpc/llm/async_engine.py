@@ -43,7 +43,9 @@ def engine_main(conn: Connection, model_path: str | None, config: EngineConfig, 
     if threads:
         torch.set_num_threads(threads)
     try:
-        loaded = load(model_path, max_seq_len=config.max_model_len, device=config.torch_device)
+        loaded = load(
+            model_path, max_seq_len=config.max_model_len, device=config.torch_device, dtype=config.torch_dtype
+        )
         engine = LLMEngine(loaded, config)
     except Exception as exc:
         conn.send(("failed", f"{type(exc).__name__}: {exc}"))

@@ -11,12 +11,22 @@ import torch
 from .block_manager import BlockManager
 from .loader import LoadedModel
 from .runner import ModelRunner
-from .sampling import SamplingParams, StopChecker, sample
+from .sampling import SamplingParams, StopChecker, sample_rows
 from .scheduler import Scheduler, SchedulerConfig
 from .sequence import Sequence, Status
 from .tokenizer import StreamDecoder
 
-KV_BYTES = 4  # float32
+
+def native_bf16(device: str) -> bool:
+    """Whether the hardware multiplies bfloat16 natively (AVX512-BF16 or AMX on CPU)."""
+    if device.startswith("cuda"):
+        return bool(torch.cuda.is_bf16_supported())
+    cpu = torch.cpu
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, hence getattr
+    return any(getattr(cpu, name, lambda: False)() for name in checks)
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -28,6 +38,7 @@ class EngineConfig:
     kv_cache_mb: int = 1024
     block_size: int = 16
     device: str = "auto"  # "auto": CUDA when torch sees a GPU, else CPU
+    dtype: str = "auto"  # "auto": bfloat16 where the hardware has bf16 instructions, else float32
 
     @property
     def torch_device(self) -> str:
@@ -35,7 +46,15 @@ class EngineConfig:
             return self.device
         return "cuda" if torch.cuda.is_available() else "cpu"
 
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        if self.dtype == "auto":
+            return torch.bfloat16 if native_bf16(self.torch_device) else torch.float32
+        return DTYPES[self.dtype]
+
     def __post_init__(self) -> None:
+        if self.dtype != "auto" and self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be auto, {', '.join(DTYPES)}; got {self.dtype!r}")
         if self.kv_cache_mb < 1 or self.block_size < 1 or self.max_model_len < 2:
             raise ValueError("kv_cache_mb and block_size must be >= 1, and max_model_len >= 2")
 
@@ -82,7 +101,8 @@ class LLMEngine:
         self.tokenizer = loaded.tokenizer
         self.max_len = min(self.config.max_model_len, loaded.model.config.max_seq_len)
         mc = loaded.model.config
-        bytes_per_token = 2 * mc.n_layers * mc.n_kv_heads * mc.head_dim * KV_BYTES
+        kv_bytes = loaded.model.weight_dtype.itemsize  # the cache holds K and V in the weights' dtype
+        bytes_per_token = 2 * mc.n_layers * mc.n_kv_heads * mc.head_dim * kv_bytes
         self.blocks = BlockManager(self.config.num_blocks(bytes_per_token), self.config.block_size)
         self.scheduler = Scheduler(
             SchedulerConfig(self.config.max_num_seqs, self.config.max_prefill_tokens, self.config.max_waiting),
@@ -120,13 +140,13 @@ class LLMEngine:
         started = time.perf_counter()
         logits = self.runner.run(decode, prefill)
         step_ms = (time.perf_counter() - started) * 1000
-        for row, seq in enumerate(seqs):
-            self._advance(seq, logits[row], step_ms, prefill=row >= len(decode))
+        states = [self.states[seq.seq_id] for seq in seqs]
+        tokens = sample_rows(logits, [seq.params for seq in seqs], [state.generator for state in states])
+        for row, (seq, state, token) in enumerate(zip(seqs, states, tokens, strict=True)):
+            self._advance(seq, state, token, step_ms, prefill=row >= len(decode))
         return len(seqs)
 
-    def _advance(self, seq: Sequence, logits: torch.Tensor, step_ms: float, prefill: bool) -> None:
-        state = self.states[seq.seq_id]
-        token = sample(logits, seq.params, state.generator)
+    def _advance(self, seq: Sequence, state: _Decoding, token: int, step_ms: float, prefill: bool) -> None:
         seq.output_ids.append(token)
         reason = None
         if token in self.tokenizer.eos_ids and not seq.params.ignore_eos:

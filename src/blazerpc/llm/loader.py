@@ -37,8 +37,17 @@ class LoadedModel:
     tokenizer: LlamaTokenizer
 
 
-def load(path: str | Path | None = None, *, max_seq_len: int = 2048, device: str = "cpu") -> LoadedModel:
-    """A GGUF file or a directory with ``config.json``, ``*.safetensors`` and ``tokenizer.json``."""
+def load(
+    path: str | Path | None = None,
+    *,
+    max_seq_len: int = 2048,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> LoadedModel:
+    """A GGUF file or a directory with ``config.json``, ``*.safetensors`` and ``tokenizer.json``.
+
+    Weights are dequantised to float32; ``dtype`` then sets the matrices' type (see ``Llama.cast_weights``).
+    """
     path = Path(path) if path is not None else default_model_path()
     if path.is_dir():
         config, weights, tokenizer = _read_hf(path, max_seq_len)
@@ -58,6 +67,8 @@ def load(path: str | Path | None = None, *, max_seq_len: int = 2048, device: str
     model.load_state_dict(state, strict=True, assign=False)
     model.rope_cos, model.rope_sin = (t.to(device) for t in _rope(config))
     model.eval().requires_grad_(False)
+    if dtype != torch.float32:
+        model.cast_weights(dtype)
     model.prepare_decode()
     return LoadedModel(path.stem, model, tokenizer)
 

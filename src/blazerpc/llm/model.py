@@ -43,31 +43,42 @@ class LlamaConfig:
 class AttentionBatch:
     """Where a step's tokens sit: decode tokens first (one per sequence), then prefills.
 
-    ``slot_mapping`` (N,): the cache slot each new token's K/V is written to.
-    ``decode_slots`` (Bd, T): cache slots of each decoding sequence's context, padded.
-    ``decode_mask`` (Bd, 1, 1, T): True where a decoding sequence may attend.
+    ``slot_mapping`` (N,): the cache slot (``block * block_size + offset``) of each new token.
+    ``decode_blocks`` (Bd * W,): each decoding sequence's cache blocks, padded to W blocks.
+    ``decode_pad`` (KVH * Bd, 1, W * block_size): True at the padding a sequence must not see.
     ``prefill_spans``: (start, length) of each prefilling sequence in the flat batch.
     """
 
     slot_mapping: Tensor
     positions: Tensor
     num_decode: int
-    decode_slots: Tensor | None
-    decode_mask: Tensor | None
+    decode_blocks: Tensor | None
+    decode_pad: Tensor | None
     prefill_spans: list[tuple[int, int]]
 
 
 class KVCache(nn.Module):
-    """K and V for every layer, as flat slots: ``(layers, num_slots, n_kv_heads, head_dim)``."""
+    """K and V of every layer in blocks: ``(layers, n_kv_heads, num_blocks, block_size, head_dim)``.
+
+    Heads first, so that gathering a sequence's blocks gives each head's keys as one
+    contiguous ``(tokens, head_dim)`` matrix.
+    """
 
     k: Tensor
     v: Tensor
 
-    def __init__(self, config: LlamaConfig, num_slots: int, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        config: LlamaConfig,
+        num_blocks: int,
+        block_size: int,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         super().__init__()
-        shape = (config.n_layers, num_slots, config.n_kv_heads, config.head_dim)
-        self.register_buffer("k", torch.zeros(shape, device=device), persistent=False)
-        self.register_buffer("v", torch.zeros(shape, device=device), persistent=False)
+        shape = (config.n_layers, config.n_kv_heads, num_blocks, block_size, config.head_dim)
+        self.register_buffer("k", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
 
 
 class RMSNorm(nn.Module):
@@ -84,43 +95,53 @@ class Linear(nn.Module):
     """``y = x @ W.T``, with the fastest CPU kernel for the number of rows.
 
     Decode products are bound by memory bandwidth (the weights do not fit in cache), and
-    torch's one-row GEMV reads them on one core. Measured on a 2-core AVX2 machine: one
-    ``bmm`` over the two row halves of W runs a half on each core, ~30 GB/s for one row
-    (``x @ W_t``: ~17 GB/s, ``F.linear``: ~10 GB/s) and 1.5-4x ``F.linear`` for 2-4 rows;
-    5-64 rows are fastest in oneDNN (1.2-1.6x ``F.linear``); prefill goes to ``F.linear``.
-    With one thread, one row uses a pre-transposed copy. ``prepare_decode`` makes the copies.
+    torch's one-row products read them on one core. Measured on 2-core Zen 3 and Zen 4 VMs:
+
+    - float32 weights: one ``bmm`` over the two row halves of W runs a half on each core,
+      ~33 GB/s for one row (``x @ W_t``: ~17 GB/s, ``F.linear``: ~10 GB/s) and 1.5-4x
+      ``F.linear`` for 2-4 rows; 5-64 rows are fastest in oneDNN (1.2-1.6x ``F.linear``);
+      prefill goes to ``F.linear``. With one thread, one row uses a pre-transposed copy.
+    - bfloat16 weights (``Llama.cast_weights``), on a CPU with bf16 instructions: ``F.linear``
+      in bfloat16 is 1.2x the float32 kernels at 2-4 rows and ~2x from 8 rows up. For one row
+      it reads at ~11 GB/s, so one-row steps use the float32 split on a float32 copy.
+
+    ``prepare_decode`` makes the copies.
     """
 
-    SPLIT_ROWS = 4  # up to this many rows, split W in halves across two cores
+    SPLIT_ROWS = 4  # up to this many rows, split float32 W in halves across two cores
     ONEDNN_ROWS = 64
 
+    weight_f32: Tensor | None  # W in float32, for the split (W itself when it is float32)
     weight_t: Tensor | None
     weight_onednn: Tensor | None
 
     def __init__(self, in_features: int, out_features: int) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
-        self.weight_t = self.weight_onednn = None
+        self.weight_f32 = self.weight_t = self.weight_onednn = None
 
     def prepare_decode(self) -> None:
         if self.weight.device.type != "cpu":
             return
-        self.weight_t = self.weight.detach().t().contiguous()
-        if torch.backends.mkldnn.is_available():  # type: ignore[no-untyped-call]
-            self.weight_onednn = self.weight.detach().to_mkldnn()
+        w = self.weight.detach()
+        if w.shape[0] % 2 == 0:
+            self.weight_f32 = w.float()  # no copy when W is float32
+        if w.dtype == torch.float32:
+            self.weight_t = w.t().contiguous()
+            if torch.backends.mkldnn.is_available():  # type: ignore[no-untyped-call]
+                self.weight_onednn = w.to_mkldnn()
 
     def forward(self, x: Tensor) -> Tensor:
         rows = x.shape[0]
-        out_features, in_features = self.weight.shape
+        two_cores = self.weight_f32 is not None and torch.get_num_threads() >= 2
+        if self.weight.dtype != x.dtype:  # reduced-precision weights: multiply in their dtype
+            if rows == 1 and two_cores:
+                return self._split(x, self.weight_f32)
+            return F.linear(x.to(self.weight.dtype), self.weight).to(x.dtype)
         if self.weight_t is None or rows > self.ONEDNN_ROWS:
             return F.linear(x, self.weight)
-        two_cores = torch.get_num_threads() >= 2
-        if rows <= self.SPLIT_ROWS and two_cores and out_features % 2 == 0:
-            halves = self.weight.view(2, out_features // 2, in_features)  # a view: no copy
-            # x transposed, strides (0, 1, in): MKL takes a slow path for other strides
-            cols = x.contiguous().t().unsqueeze(0).expand(2, in_features, rows)
-            y = torch.bmm(halves, cols)  # (2, out/2, rows): one half per core
-            return y.permute(2, 0, 1).reshape(rows, out_features)
+        if rows <= self.SPLIT_ROWS and two_cores:
+            return self._split(x, self.weight)
         if rows == 1:
             row: Tensor = x @ self.weight_t
             return row
@@ -128,6 +149,17 @@ class Linear(nn.Module):
             out: Tensor = torch._C._nn.mkldnn_linear(x.to_mkldnn(), self.weight_onednn, None).to_dense()
             return out
         return F.linear(x, self.weight)
+
+    @staticmethod
+    def _split(x: Tensor, weight: Tensor | None) -> Tensor:
+        """One ``bmm`` over the two row halves of ``weight``: one half per core."""
+        assert weight is not None
+        rows, (out_features, in_features) = x.shape[0], weight.shape
+        halves = weight.view(2, out_features // 2, in_features)  # a view: no copy
+        # x transposed, strides (0, 1, in): MKL takes a slow path for other strides
+        cols = x.contiguous().t().unsqueeze(0).expand(2, in_features, rows)
+        y = torch.bmm(halves, cols)  # (2, out/2, rows)
+        return y.permute(2, 0, 1).reshape(rows, out_features)
 
 
 class Attention(nn.Module):
@@ -145,24 +177,37 @@ class Attention(nn.Module):
         qk = apply_rope(qkv[:, : (h + kvh) * hd].view(n, h + kvh, hd), cos, sin)  # q and k in one go
         q, k = qk[:, :h], qk[:, h:]  # (N, H, hd), (N, KVH, hd)
         v = qkv[:, (h + kvh) * hd :].view(n, kvh, hd)
-        k_cache[batch.slot_mapping] = k
-        v_cache[batch.slot_mapping] = v
+        k_cache.view(kvh, -1, hd).index_copy_(1, batch.slot_mapping, k.transpose(0, 1).to(k_cache.dtype))
+        v_cache.view(kvh, -1, hd).index_copy_(1, batch.slot_mapping, v.transpose(0, 1).to(v_cache.dtype))
 
         out = torch.empty_like(q)
         d = batch.num_decode
         if d:
-            assert batch.decode_slots is not None
-            qd = q[:d].unsqueeze(2)  # (Bd, H, 1, hd)
-            kd = k_cache[batch.decode_slots].transpose(1, 2)  # (Bd, KVH, T, hd)
-            vd = v_cache[batch.decode_slots].transpose(1, 2)
-            attn = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=batch.decode_mask, enable_gqa=True)
-            out[:d] = attn.squeeze(2)
+            out[:d] = self.decode_attention(q[:d], k_cache, v_cache, batch)
         for start, length in batch.prefill_spans:
             span = slice(start, start + length)
             qs, ks, vs = q[span].transpose(0, 1), k[span].transpose(0, 1), v[span].transpose(0, 1)  # (H, L, hd)
             out[span] = F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, enable_gqa=True).transpose(0, 1)
         projected: Tensor = self.wo(out.view(n, h * hd))
         return projected
+
+    def decode_attention(self, q: Tensor, k_cache: Tensor, v_cache: Tensor, batch: AttentionBatch) -> Tensor:
+        """One new token per sequence against its cached blocks; q (Bd, H, hd) -> (Bd, H, hd).
+
+        The query heads that share a KV head are the rows of one ``(g, hd) @ (hd, T)`` product,
+        so GQA needs no repeated keys; gathering whole blocks per head is a few large copies.
+        """
+        assert batch.decode_blocks is not None and batch.decode_pad is not None
+        d, kvh, hd = q.shape[0], self.n_kv_heads, self.head_dim
+        g = self.n_heads // kvh
+        keys = k_cache.index_select(1, batch.decode_blocks).view(kvh * d, -1, hd)  # (KVH * Bd, T, hd)
+        values = v_cache.index_select(1, batch.decode_blocks).view(kvh * d, -1, hd)
+        queries = (q * hd**-0.5).view(d, kvh, g, hd).transpose(0, 1).reshape(kvh * d, g, hd)
+        scores = torch.bmm(queries.to(keys.dtype), keys.transpose(1, 2)).float()  # (KVH * Bd, g, T)
+        scores.masked_fill_(batch.decode_pad, float("-inf"))
+        probs = torch.softmax(scores, dim=-1).to(values.dtype)
+        out = torch.bmm(probs, values).to(q.dtype)  # (KVH * Bd, g, hd)
+        return out.view(kvh, d, g, hd).transpose(0, 1).reshape(d, kvh * g, hd)
 
 
 class FeedForward(nn.Module):
@@ -211,6 +256,16 @@ class Llama(nn.Module):
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
 
+    @property
+    def weight_dtype(self) -> torch.dtype:
+        return self.tok_embeddings.weight.dtype
+
+    def cast_weights(self, dtype: torch.dtype) -> None:
+        """Matrices and the embedding in ``dtype``; norms, RoPE and the residual stream stay float32."""
+        for module in self.modules():
+            if isinstance(module, Linear | nn.Embedding):
+                module.weight.data = module.weight.data.to(dtype)  # tied weights: the second is a no-op
+
     def prepare_decode(self) -> None:
         """Pre-transposed weight copies for single-sequence decode steps (see ``Linear``)."""
         for module in self.modules():
@@ -219,7 +274,7 @@ class Llama(nn.Module):
 
     def forward(self, tokens: Tensor, batch: AttentionBatch, cache: KVCache, logits_at: Tensor) -> Tensor:
         """Logits ``(len(logits_at), vocab)`` for the flat ``tokens`` (N,) of one engine step."""
-        x = self.tok_embeddings(tokens)  # (N, dim)
+        x = self.tok_embeddings(tokens).float()  # (N, dim)
         cos = self.rope_cos[batch.positions].unsqueeze(1)  # (N, 1, hd)
         sin = self.rope_sin[batch.positions].unsqueeze(1)
         for i, layer in enumerate(self.layers):

@@ -16,7 +16,7 @@ class ModelRunner:
         self.model = model
         self.blocks = blocks
         self.device = device
-        self.cache = KVCache(model.config, blocks.num_blocks * blocks.block_size, device)
+        self.cache = KVCache(model.config, blocks.num_blocks, blocks.block_size, device, model.weight_dtype)
 
     def slots(self, seq: Sequence, start: int, stop: int) -> np.ndarray:
         """Cache slots of positions ``start..stop-1`` of ``seq``."""
@@ -44,22 +44,24 @@ class ModelRunner:
             tokens.extend(seq.all_ids)
             positions.append(np.arange(n))
             slot_mapping.append(self.slots(seq, 0, n))
-        decode_slots = decode_mask = None
+        decode_blocks = decode_pad = None
         if decode:
-            width = max(seq.num_tokens for seq in decode)
-            table = np.zeros((len(decode), width), dtype=np.int64)
-            mask = np.zeros((len(decode), width), dtype=bool)
+            bs, kvh = self.blocks.block_size, self.model.config.n_kv_heads
+            width = max(len(seq.block_table) for seq in decode)
+            table = np.zeros((len(decode), width), dtype=np.int64)  # padding reads block 0, masked
+            pad = np.ones((len(decode), width * bs), dtype=bool)
             for row, seq in enumerate(decode):
-                table[row, : seq.num_tokens] = self.slots(seq, 0, seq.num_tokens)
-                mask[row, : seq.num_tokens] = True
-            decode_slots = self._tensor(table)
-            decode_mask = self._tensor(mask).view(len(decode), 1, 1, width)
+                table[row, : len(seq.block_table)] = seq.block_table
+                pad[row, : seq.num_tokens] = False
+            decode_blocks = self._tensor(table.reshape(-1))
+            decode_pad = self._tensor(np.ascontiguousarray(np.broadcast_to(pad, (kvh, *pad.shape))))
+            decode_pad = decode_pad.view(kvh * len(decode), 1, width * bs)
         batch = AttentionBatch(
             slot_mapping=self._tensor(np.concatenate(slot_mapping)),
             positions=self._tensor(np.concatenate(positions)),
             num_decode=len(decode),
-            decode_slots=decode_slots,
-            decode_mask=decode_mask,
+            decode_blocks=decode_blocks,
+            decode_pad=decode_pad,
             prefill_spans=spans,
         )
         logits_at = list(range(len(decode))) + [start + n - 1 for start, n in spans]

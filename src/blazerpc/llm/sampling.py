@@ -1,7 +1,8 @@
-"""Sampling: small pure functions over one sequence's logits (vocab,)."""
+"""Sampling: small pure functions over logits, one row (vocab,) per sequence."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -63,11 +64,29 @@ def top_p_filter(logits: Tensor, p: float) -> Tensor:
 
 def sample(logits: Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
     """One token id from ``logits`` (vocab,) under ``params``."""
-    if params.temperature == 0:
-        return greedy(logits)
-    logits = top_p_filter(top_k_filter(logits / params.temperature, params.top_k), params.top_p)
-    probs = torch.softmax(logits, dim=-1)
-    return int(torch.multinomial(probs, 1, generator=generator))
+    return sample_rows(logits.unsqueeze(0), [params], [generator])[0]
+
+
+def sample_rows(
+    logits: Tensor, params: Sequence[SamplingParams], generators: Sequence[torch.Generator | None]
+) -> list[int]:
+    """One token id per row of ``logits`` (B, vocab), each row under its own params and generator.
+
+    Greedy rows take the argmax. The others invert their cumulative distribution at one
+    uniform number drawn from the row's own generator (so a seeded row gets the same tokens
+    in any batch); everything but that draw is computed for all rows at once.
+    """
+    temperatures = torch.tensor([p.temperature for p in params], dtype=logits.dtype)
+    scaled = logits / temperatures.clamp(min=1e-6).unsqueeze(1)
+    for row, p in enumerate(params):
+        if p.temperature > 0 and (p.top_k or p.top_p < 1):
+            scaled[row] = top_p_filter(top_k_filter(scaled[row], p.top_k), p.top_p)
+    cdf = torch.softmax(scaled, dim=-1).cumsum_(dim=-1)
+    uniform = 1 - torch.cat([torch.rand(1, generator=generator) for generator in generators])  # in (0, 1]
+    # the first token whose cumulative probability reaches u: never one of probability 0, as u > 0
+    drawn = torch.searchsorted(cdf, (uniform * cdf[:, -1]).unsqueeze(1)).squeeze(1).clamp(max=cdf.shape[1] - 1)
+    chosen = torch.where(temperatures == 0, logits.argmax(dim=-1), drawn)
+    return [int(t) for t in chosen.tolist()]
 
 
 class StopChecker:

@@ -1,0 +1,86 @@
+"""The forward pass on a tiny random-weight model: paged decode, and bfloat16 weights."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from blazerpc.llm.block_manager import BlockManager
+from blazerpc.llm.engine import DTYPES, EngineConfig, LLMEngine, native_bf16
+from blazerpc.llm.loader import LoadedModel, load
+from blazerpc.llm.model import AttentionBatch, KVCache, Linear, Llama
+from blazerpc.llm.runner import ModelRunner
+from blazerpc.llm.sampling import SamplingParams
+from blazerpc.llm.sequence import Sequence
+
+
+@torch.inference_mode()
+def full_logits(model: Llama, ids: list[int]) -> torch.Tensor:
+    """Logits at every position from one causal pass over ``ids``, with no earlier cache."""
+    n = len(ids)
+    cache = KVCache(model.config, -(-n // 16), 16, dtype=model.weight_dtype)
+    everything = torch.arange(n)
+    batch = AttentionBatch(everything, everything, 0, None, None, [(0, n)])
+    logits: torch.Tensor = model(torch.tensor(ids), batch, cache, everything)
+    return logits
+
+
+def decode_logits(loaded: LoadedModel, prompts: list[list[int]], steps: int) -> list[list[torch.Tensor]]:
+    """Prefill each prompt, then decode greedily ``steps`` times, all sequences in one batch,
+    over a cache whose blocks are handed out in shuffled order (so no sequence is contiguous)."""
+    blocks = BlockManager(num_blocks=64, block_size=4)
+    shuffled = list(blocks.free)
+    random.Random(0).shuffle(shuffled)
+    blocks.free.clear()
+    blocks.free.extend(shuffled)
+    runner = ModelRunner(loaded.model, blocks)
+    seqs = [Sequence(list(ids), SamplingParams(max_tokens=steps)) for ids in prompts]
+    for seq in seqs:
+        blocks.allocate(seq)
+    rows = runner.run([], seqs)
+    out: list[list[torch.Tensor]] = [[row] for row in rows]
+    for _ in range(steps):
+        for seq, got in zip(seqs, out, strict=True):
+            seq.output_ids.append(int(got[-1].argmax()))
+            blocks.append(seq)
+        for got, row in zip(out, runner.run(seqs, []), strict=True):
+            got.append(row)
+    return out
+
+
+def test_paged_decode_steps_match_a_full_recompute(tiny: LoadedModel) -> None:
+    prompts = [tiny.tokenizer.encode(text) for text in ["A short one", "A somewhat longer prompt about the sea"]]
+    decoded = decode_logits(tiny, prompts, steps=9)
+    for ids, steps in zip(prompts, decoded, strict=True):
+        generated = [int(row.argmax()) for row in steps[:-1]]
+        reference = full_logits(tiny.model, ids + generated)[len(ids) - 1 :]
+        torch.testing.assert_close(torch.stack(steps), reference, atol=1e-4, rtol=1e-4)
+
+
+def test_bfloat16_weights_stay_close_to_float32(tiny_dir: Path) -> None:
+    f32 = load(tiny_dir, max_seq_len=512)
+    bf16 = load(tiny_dir, max_seq_len=512, dtype=torch.bfloat16)
+    linears = [m for m in bf16.model.modules() if isinstance(m, Linear)]
+    assert {m.weight.dtype for m in linears} == {torch.bfloat16}
+    assert bf16.model.norm.weight.dtype == torch.float32  # norms and the residual stream stay float32
+    prompt = f32.tokenizer.encode("The weather today")
+    reference = torch.stack(decode_logits(f32, [prompt], steps=6)[0])
+    reduced = torch.stack(decode_logits(bf16, [prompt], steps=6)[0])
+    assert reduced.dtype == torch.float32
+    cosine = torch.nn.functional.cosine_similarity(reduced, reference, dim=-1)
+    assert cosine.min() > 0.99, cosine
+
+
+def test_dtype_choice_and_kv_cache_capacity(tiny_dir: Path) -> None:
+    with pytest.raises(ValueError, match="dtype must be auto, float32, bfloat16; got 'float16'"):
+        EngineConfig(dtype="float16")
+    expected = torch.bfloat16 if native_bf16("cpu") else torch.float32
+    assert EngineConfig(dtype="auto", device="cpu").torch_dtype == expected
+    assert EngineConfig(dtype="float32").torch_dtype == torch.float32
+    config = EngineConfig(kv_cache_mb=4, max_model_len=256, block_size=8)
+    engines = {name: LLMEngine(load(tiny_dir, max_seq_len=512, dtype=dtype), config) for name, dtype in DTYPES.items()}
+    assert engines["bfloat16"].runner.cache.k.dtype == torch.bfloat16
+    assert engines["bfloat16"].blocks.num_blocks == 2 * engines["float32"].blocks.num_blocks  # same MiB, 2 bytes
