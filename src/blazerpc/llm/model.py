@@ -44,7 +44,8 @@ class AttentionBatch:
     """Where a step's tokens sit: decode tokens first (one per sequence), then prefills.
 
     ``slot_mapping`` (N,): the cache slot (``block * block_size + offset``) of each new token.
-    ``decode_blocks`` (Bd * W,): each decoding sequence's cache blocks, padded to W blocks.
+    ``decode_rows`` (KVH * Bd * W,): the blocks of each decoding sequence (padded to W) for each
+    KV head, as rows of a layer's cache seen as ``(KVH * num_blocks, block_size * head_dim)``.
     ``decode_pad`` (KVH * Bd, 1, W * block_size): True at the padding a sequence must not see.
     ``prefill_spans``: (start, length) of each prefilling sequence in the flat batch.
     """
@@ -52,7 +53,7 @@ class AttentionBatch:
     slot_mapping: Tensor
     positions: Tensor
     num_decode: int
-    decode_blocks: Tensor | None
+    decode_rows: Tensor | None
     decode_pad: Tensor | None
     prefill_spans: list[tuple[int, int]]
 
@@ -197,11 +198,12 @@ class Attention(nn.Module):
         The query heads that share a KV head are the rows of one ``(g, hd) @ (hd, T)`` product,
         so GQA needs no repeated keys; gathering whole blocks per head is a few large copies.
         """
-        assert batch.decode_blocks is not None and batch.decode_pad is not None
+        assert batch.decode_rows is not None and batch.decode_pad is not None
         d, kvh, hd = q.shape[0], self.n_kv_heads, self.head_dim
         g = self.n_heads // kvh
-        keys = k_cache.index_select(1, batch.decode_blocks).view(kvh * d, -1, hd)  # (KVH * Bd, T, hd)
-        values = v_cache.index_select(1, batch.decode_blocks).view(kvh * d, -1, hd)
+        rows = batch.decode_rows  # whole blocks: a row gather is close to memcpy speed
+        keys = k_cache.view(-1, k_cache.shape[2] * hd).index_select(0, rows).view(kvh * d, -1, hd)  # (KVH * Bd, T, hd)
+        values = v_cache.view(-1, v_cache.shape[2] * hd).index_select(0, rows).view(kvh * d, -1, hd)
         queries = (q * hd**-0.5).view(d, kvh, g, hd).transpose(0, 1).reshape(kvh * d, g, hd)
         scores = torch.bmm(queries.to(keys.dtype), keys.transpose(1, 2)).float()  # (KVH * Bd, g, T)
         scores.masked_fill_(batch.decode_pad, float("-inf"))

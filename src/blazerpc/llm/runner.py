@@ -44,7 +44,7 @@ class ModelRunner:
             tokens.extend(seq.all_ids)
             positions.append(np.arange(n))
             slot_mapping.append(self.slots(seq, 0, n))
-        decode_blocks = decode_pad = None
+        decode_rows = decode_pad = None
         if decode:
             bs, kvh = self.blocks.block_size, self.model.config.n_kv_heads
             width = max(len(seq.block_table) for seq in decode)
@@ -53,14 +53,15 @@ class ModelRunner:
             for row, seq in enumerate(decode):
                 table[row, : len(seq.block_table)] = seq.block_table
                 pad[row, : seq.num_tokens] = False
-            decode_blocks = self._tensor(table.reshape(-1))
+            heads = np.arange(kvh)[:, None] * self.blocks.num_blocks
+            decode_rows = self._tensor((heads + table.reshape(1, -1)).reshape(-1))
             decode_pad = self._tensor(np.ascontiguousarray(np.broadcast_to(pad, (kvh, *pad.shape))))
             decode_pad = decode_pad.view(kvh * len(decode), 1, width * bs)
         batch = AttentionBatch(
             slot_mapping=self._tensor(np.concatenate(slot_mapping)),
             positions=self._tensor(np.concatenate(positions)),
             num_decode=len(decode),
-            decode_blocks=decode_blocks,
+            decode_rows=decode_rows,
             decode_pad=decode_pad,
             prefill_spans=spans,
         )
