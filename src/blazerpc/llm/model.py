@@ -8,11 +8,14 @@ that looks at sequences, through ``AttentionBatch``. Weights use the Hugging Fac
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from . import kernels
 
 
 @dataclass(frozen=True)
@@ -103,29 +106,34 @@ class Linear(nn.Module):
       ``F.linear`` for 2-4 rows; 5-64 rows are fastest in oneDNN (1.2-1.6x ``F.linear``);
       prefill goes to ``F.linear``. With one thread, one row uses a pre-transposed copy.
     - bfloat16 weights (``Llama.cast_weights``), on a CPU with bf16 instructions: ``F.linear``
-      in bfloat16 is 1.2x the float32 kernels at 2-4 rows and ~2x from 8 rows up. For one row
-      it reads at ~11 GB/s, so one-row steps use the float32 split on a float32 copy.
+      in bfloat16 is ~2x float32 from 8 rows up, but reads W at ~11-14 GB/s for 1-4 rows.
+      Those go to our kernel (``kernels.cpp``, 1.3-1.5x torch's), or, where it could not be
+      built, one row takes the float32 split on a float32 copy.
 
-    ``prepare_decode`` makes the copies.
+    ``prepare_decode`` makes the copies and picks the kernels.
     """
 
     SPLIT_ROWS = 4  # up to this many rows, split float32 W in halves across two cores
     ONEDNN_ROWS = 64
+    KERNEL_ROWS = 4  # up to this many rows, bfloat16 W goes to kernels.cpp
 
     weight_f32: Tensor | None  # W in float32, for the split (W itself when it is float32)
     weight_t: Tensor | None
     weight_onednn: Tensor | None
+    few_rows: Callable[[Tensor, Tensor], Tensor] | None  # kernels.cpp's few_rows_linear
 
     def __init__(self, in_features: int, out_features: int) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
-        self.weight_f32 = self.weight_t = self.weight_onednn = None
+        self.weight_f32 = self.weight_t = self.weight_onednn = self.few_rows = None
 
     def prepare_decode(self) -> None:
         if self.weight.device.type != "cpu":
             return
         w = self.weight.detach()
-        if w.shape[0] % 2 == 0:
+        if w.dtype == torch.bfloat16 and (module := kernels.native()) is not None:
+            self.few_rows = module.few_rows_linear
+        elif w.shape[0] % 2 == 0:
             self.weight_f32 = w.float()  # no copy when W is float32
         if w.dtype == torch.float32:
             self.weight_t = w.t().contiguous()
@@ -136,6 +144,8 @@ class Linear(nn.Module):
         rows = x.shape[0]
         two_cores = self.weight_f32 is not None and torch.get_num_threads() >= 2
         if self.weight.dtype != x.dtype:  # reduced-precision weights: multiply in their dtype
+            if self.few_rows is not None and rows <= self.KERNEL_ROWS:
+                return self.few_rows(x, self.weight)
             if rows == 1 and two_cores:
                 return self._split(x, self.weight_f32)
             return F.linear(x.to(self.weight.dtype), self.weight).to(x.dtype)
