@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from blazerpc.llm import kernels
 from blazerpc.llm.loader import load
-from blazerpc.llm.model import Linear
+from blazerpc.llm.model import Attention, Linear
 
 from .test_model import decode_logits
 
@@ -42,16 +42,67 @@ def test_few_rows_linear_refuses_what_it_cannot_do() -> None:
         native.few_rows_linear(torch.randn(1, 16), w.float())
 
 
+def dense_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, tables: torch.Tensor,
+                    lens: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """The same attention, one sequence and one head at a time, from explicitly unpacked blocks."""
+    kv_heads, _, head_dim, _ = k_cache.shape
+    group = q.shape[1] // kv_heads
+    out = torch.empty_like(q)
+    for seq, (table, length) in enumerate(zip(tables, lens.tolist(), strict=True)):
+        keys = k_cache[:, table].transpose(2, 3).reshape(kv_heads, -1, head_dim)[:, :length].float()
+        values = v_cache[:, table].reshape(kv_heads, -1, head_dim)[:, :length].float()
+        for head in range(q.shape[1]):
+            scores = keys[head // group] @ q[seq, head] * head_dim**-0.5
+            out[seq, head] = torch.softmax(scores, dim=0) @ values[head // group]
+    return out
+
+
 @needs_native
-def test_bfloat16_model_gives_the_same_logits_with_or_without_the_kernel(tiny_dir: Path) -> None:
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(
+    ("heads", "kv_heads", "head_dim", "block_size"),
+    [(9, 3, 64, 16), (8, 8, 64, 16), (16, 2, 64, 16), (6, 2, 40, 8)],  # the AVX-512 paths, and the general one
+)
+def test_paged_decode_matches_dense_attention(
+    dtype: torch.dtype, heads: int, kv_heads: int, head_dim: int, block_size: int
+) -> None:
+    assert native is not None
+    g = torch.Generator().manual_seed(heads)
+    num_blocks, width = 40, 5
+    k_cache = torch.randn(kv_heads, num_blocks, head_dim, block_size, generator=g).to(dtype)
+    v_cache = torch.randn(kv_heads, num_blocks, block_size, head_dim, generator=g).to(dtype)
+    tables = torch.randperm(num_blocks, generator=g)[: 4 * width].view(4, width)
+    lens = torch.tensor([1, block_size, block_size + 1, width * block_size])
+    q = torch.randn(4, heads, head_dim, generator=g)
+    got = native.paged_decode(q, k_cache, v_cache, tables, lens, head_dim**-0.5)
+    torch.testing.assert_close(got, dense_attention(q, k_cache, v_cache, tables, lens), atol=2e-5, rtol=1e-4)
+
+
+@needs_native
+def test_paged_decode_refuses_lengths_beyond_the_table() -> None:
+    assert native is not None
+    k_cache, v_cache = torch.zeros(1, 4, 8, 4), torch.zeros(1, 4, 4, 8)
+    tables, q = torch.zeros(1, 2, dtype=torch.long), torch.zeros(1, 2, 8)
+    with pytest.raises(RuntimeError, match=r"lengths must be in 1\.\.8"):
+        native.paged_decode(q, k_cache, v_cache, tables, torch.tensor([9]), 1.0)
+    with pytest.raises(RuntimeError, match="k_cache must be"):
+        native.paged_decode(q, k_cache, k_cache, tables, torch.tensor([3]), 1.0)
+
+
+@needs_native
+def test_bfloat16_model_gives_the_same_logits_with_or_without_the_kernels(tiny_dir: Path) -> None:
     loaded = load(tiny_dir, max_seq_len=512, dtype=torch.bfloat16)
     prompts = [loaded.tokenizer.encode(text) for text in ["One", "Two prompts", "And a third one"]]
     linears = [m for m in loaded.model.modules() if isinstance(m, Linear)]
     assert all(m.few_rows is not None for m in linears)
+    attentions = [m for m in loaded.model.modules() if isinstance(m, Attention)]
+    assert all(m.paged_decode is not None for m in attentions)
     with_kernel = decode_logits(loaded, prompts, steps=5)
-    for m in linears:  # what the model does where the kernel could not be built
+    for m in linears:  # what the model does where the kernels could not be built
         m.few_rows = None
         m.weight_f32 = m.weight.detach().float()
+    for a in attentions:
+        a.paged_decode = None
     without = decode_logits(loaded, prompts, steps=5)
     for a, b in zip(with_kernel, without, strict=True):
         # bf16 rounding of x in torch's path, float32 x in the kernel: close, not equal

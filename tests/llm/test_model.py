@@ -11,7 +11,7 @@ import torch
 from blazerpc.llm.block_manager import BlockManager
 from blazerpc.llm.engine import DTYPES, EngineConfig, LLMEngine, native_bf16
 from blazerpc.llm.loader import LoadedModel, load
-from blazerpc.llm.model import AttentionBatch, KVCache, Linear, Llama
+from blazerpc.llm.model import Attention, AttentionBatch, KVCache, Linear, Llama
 from blazerpc.llm.runner import ModelRunner
 from blazerpc.llm.sampling import SamplingParams
 from blazerpc.llm.sequence import Sequence
@@ -23,7 +23,7 @@ def full_logits(model: Llama, ids: list[int]) -> torch.Tensor:
     n = len(ids)
     cache = KVCache(model.config, -(-n // 16), 16, dtype=model.weight_dtype)
     everything = torch.arange(n)
-    batch = AttentionBatch(everything, everything, 0, None, None, [(0, n)])
+    batch = AttentionBatch(everything // 16, everything % 16, everything, 0, None, None, [(0, n)])
     logits: torch.Tensor = model(torch.tensor(ids), batch, cache, everything)
     return logits
 
@@ -51,7 +51,14 @@ def decode_logits(loaded: LoadedModel, prompts: list[list[int]], steps: int) -> 
     return out
 
 
-def test_paged_decode_steps_match_a_full_recompute(tiny: LoadedModel) -> None:
+@pytest.mark.parametrize("native_attention", [True, False], ids=["kernel", "torch-ops"])
+def test_paged_decode_steps_match_a_full_recompute(tiny: LoadedModel, native_attention: bool) -> None:
+    attentions = [m for m in tiny.model.modules() if isinstance(m, Attention)]
+    if native_attention and attentions[0].paged_decode is None:
+        pytest.skip("the native kernels could not be built here")
+    if not native_attention:
+        for attention in attentions:
+            attention.paged_decode = None
     prompts = [tiny.tokenizer.encode(text) for text in ["A short one", "A somewhat longer prompt about the sea"]]
     decoded = decode_logits(tiny, prompts, steps=9)
     for ids, steps in zip(prompts, decoded, strict=True):

@@ -11,10 +11,12 @@ import functools
 import hashlib
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import torch
+from torch import Tensor
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +28,13 @@ ISA_FLAGS = {
     "AVX2": ["-mavx2", "-mfma"],
 }
 
+# paged_decode(q, k_cache, v_cache, tables, lens, scale): see kernels.cpp
+PagedDecode = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, float], Tensor]
+
 
 @functools.cache
 def native() -> ModuleType | None:
-    """The compiled module (``few_rows_linear``), or None where it cannot be built."""
+    """The compiled module (``few_rows_linear``, ``paged_decode``), or None where it cannot be built."""
     if os.environ.get("BLAZE_NATIVE_KERNELS", "1") == "0":
         return None
     flags = ["-O3", "-ffast-math", "-fopenmp", *ISA_FLAGS.get(torch.backends.cpu.get_cpu_capability(), [])]

@@ -46,26 +46,29 @@ class LlamaConfig:
 class AttentionBatch:
     """Where a step's tokens sit: decode tokens first (one per sequence), then prefills.
 
-    ``slot_mapping`` (N,): the cache slot (``block * block_size + offset``) of each new token.
-    ``decode_rows`` (KVH * Bd * W,): the blocks of each decoding sequence (padded to W) for each
-    KV head, as rows of a layer's cache seen as ``(KVH * num_blocks, block_size * head_dim)``.
-    ``decode_pad`` (KVH * Bd, 1, W * block_size): True at the padding a sequence must not see.
+    ``slot_blocks``, ``slot_offsets`` (N,): the cache block of each new token, and its place in it.
+    ``decode_tables`` (Bd, W): each decoding sequence's cache blocks, padded with block 0.
+    ``decode_lens`` (Bd,): how many tokens each decoding sequence attends to (its new one included).
     ``prefill_spans``: (start, length) of each prefilling sequence in the flat batch.
     """
 
-    slot_mapping: Tensor
+    slot_blocks: Tensor
+    slot_offsets: Tensor
     positions: Tensor
     num_decode: int
-    decode_rows: Tensor | None
-    decode_pad: Tensor | None
+    decode_tables: Tensor | None
+    decode_lens: Tensor | None
     prefill_spans: list[tuple[int, int]]
 
 
 class KVCache(nn.Module):
-    """K and V of every layer in blocks: ``(layers, n_kv_heads, num_blocks, block_size, head_dim)``.
+    """K and V of every layer in blocks, heads first:
 
-    Heads first, so that gathering a sequence's blocks gives each head's keys as one
-    contiguous ``(tokens, head_dim)`` matrix.
+    ``k``: ``(layers, n_kv_heads, num_blocks, head_dim, block_size)``, each block's keys transposed;
+    ``v``: ``(layers, n_kv_heads, num_blocks, block_size, head_dim)``.
+
+    A block's keys are then what a block of scores needs, ``q @ K.T``, and its values what the
+    output needs, ``p @ V``, both as plain row-major matrices (see ``kernels.cpp``).
     """
 
     k: Tensor
@@ -80,9 +83,10 @@ class KVCache(nn.Module):
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
-        shape = (config.n_layers, config.n_kv_heads, num_blocks, block_size, config.head_dim)
-        self.register_buffer("k", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
-        self.register_buffer("v", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+        blocks = (config.n_layers, config.n_kv_heads, num_blocks)
+        k, v = (config.head_dim, block_size), (block_size, config.head_dim)
+        self.register_buffer("k", torch.zeros(*blocks, *k, device=device, dtype=dtype), persistent=False)
+        self.register_buffer("v", torch.zeros(*blocks, *v, device=device, dtype=dtype), persistent=False)
 
 
 class RMSNorm(nn.Module):
@@ -174,11 +178,14 @@ class Linear(nn.Module):
 
 
 class Attention(nn.Module):
+    paged_decode: kernels.PagedDecode | None  # kernels.cpp's, when built (see Llama.prepare_decode)
+
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, config.head_dim
         self.wqkv = Linear(config.dim, (config.n_heads + 2 * config.n_kv_heads) * config.head_dim)
         self.wo = Linear(config.n_heads * config.head_dim, config.dim)
+        self.paged_decode = None
 
     def forward(
         self, x: Tensor, cos: Tensor, sin: Tensor, k_cache: Tensor, v_cache: Tensor, batch: AttentionBatch
@@ -188,13 +195,18 @@ class Attention(nn.Module):
         qk = apply_rope(qkv[:, : (h + kvh) * hd].view(n, h + kvh, hd), cos, sin)  # q and k in one go
         q, k = qk[:, :h], qk[:, h:]  # (N, H, hd), (N, KVH, hd)
         v = qkv[:, (h + kvh) * hd :].view(n, kvh, hd)
-        k_cache.view(kvh, -1, hd).index_copy_(1, batch.slot_mapping, k.transpose(0, 1).to(k_cache.dtype))
-        v_cache.view(kvh, -1, hd).index_copy_(1, batch.slot_mapping, v.transpose(0, 1).to(v_cache.dtype))
+        blocks, offsets = batch.slot_blocks, batch.slot_offsets
+        k_cache[:, blocks, :, offsets] = k.to(k_cache.dtype)  # indexed shape: (N, KVH, hd)
+        v_cache[:, blocks, offsets] = v.transpose(0, 1).to(v_cache.dtype)  # (KVH, N, hd)
 
         out = torch.empty_like(q)
         d = batch.num_decode
         if d:
-            out[:d] = self.decode_attention(q[:d], k_cache, v_cache, batch)
+            assert batch.decode_tables is not None and batch.decode_lens is not None
+            if self.paged_decode is not None:
+                out[:d] = self.paged_decode(q[:d], k_cache, v_cache, batch.decode_tables, batch.decode_lens, hd**-0.5)
+            else:
+                out[:d] = self.decode_attention(q[:d], k_cache, v_cache, batch.decode_tables, batch.decode_lens)
         for start, length in batch.prefill_spans:
             span = slice(start, start + length)
             qs, ks, vs = q[span].transpose(0, 1), k[span].transpose(0, 1), v[span].transpose(0, 1)  # (H, L, hd)
@@ -202,21 +214,23 @@ class Attention(nn.Module):
         projected: Tensor = self.wo(out.view(n, h * hd))
         return projected
 
-    def decode_attention(self, q: Tensor, k_cache: Tensor, v_cache: Tensor, batch: AttentionBatch) -> Tensor:
-        """One new token per sequence against its cached blocks; q (Bd, H, hd) -> (Bd, H, hd).
+    def decode_attention(self, q: Tensor, k_cache: Tensor, v_cache: Tensor, tables: Tensor, lens: Tensor) -> Tensor:
+        """``paged_decode`` in torch ops (no native kernel, or a GPU): q (Bd, H, hd) -> (Bd, H, hd).
 
-        The query heads that share a KV head are the rows of one ``(g, hd) @ (hd, T)`` product,
-        so GQA needs no repeated keys; gathering whole blocks per head is a few large copies.
+        Gathers each sequence's blocks per KV head into a padded copy; the query heads that
+        share a KV head are the rows of one ``(g, hd) @ (hd, T)`` product, so GQA repeats no keys.
         """
-        assert batch.decode_rows is not None and batch.decode_pad is not None
         d, kvh, hd = q.shape[0], self.n_kv_heads, self.head_dim
-        g = self.n_heads // kvh
-        rows = batch.decode_rows  # whole blocks: a row gather is close to memcpy speed
-        keys = k_cache.view(-1, k_cache.shape[2] * hd).index_select(0, rows).view(kvh * d, -1, hd)  # (KVH * Bd, T, hd)
-        values = v_cache.view(-1, v_cache.shape[2] * hd).index_select(0, rows).view(kvh * d, -1, hd)
-        queries = (q * hd**-0.5).view(d, kvh, g, hd).transpose(0, 1).reshape(kvh * d, g, hd)
-        scores = torch.bmm(queries.to(keys.dtype), keys.transpose(1, 2)).float()  # (KVH * Bd, g, T)
-        scores.masked_fill_(batch.decode_pad, float("-inf"))
+        g, (num_blocks, block_size) = self.n_heads // kvh, (k_cache.shape[1], k_cache.shape[3])
+        heads = torch.arange(kvh, device=tables.device).unsqueeze(1) * num_blocks
+        rows = (heads + tables.reshape(1, -1)).reshape(-1)  # (KVH * Bd * W,) rows of the views below
+        keys = k_cache.view(kvh * num_blocks, -1).index_select(0, rows).view(kvh * d, -1, hd, block_size)
+        values = v_cache.view(kvh * num_blocks, -1).index_select(0, rows).view(kvh * d, -1, hd)  # (KVH Bd, T, hd)
+        queries = (q * hd**-0.5).view(d, kvh, g, hd).transpose(0, 1).reshape(kvh * d, 1, g, hd)
+        scores = torch.matmul(queries.to(keys.dtype), keys)  # (KVH * Bd, W, g, block_size)
+        scores = scores.transpose(1, 2).reshape(kvh * d, g, -1).float()  # (KVH * Bd, g, T)
+        padding = torch.arange(scores.shape[-1], device=lens.device) >= lens.unsqueeze(1)  # (Bd, T)
+        scores.masked_fill_(padding.repeat(kvh, 1).unsqueeze(1), float("-inf"))
         probs = torch.softmax(scores, dim=-1).to(values.dtype)
         out = torch.bmm(probs, values).to(q.dtype)  # (KVH * Bd, g, hd)
         return out.view(kvh, d, g, hd).transpose(0, 1).reshape(d, kvh * g, hd)
@@ -279,10 +293,14 @@ class Llama(nn.Module):
                 module.weight.data = module.weight.data.to(dtype)  # tied weights: the second is a no-op
 
     def prepare_decode(self) -> None:
-        """Pre-transposed weight copies for single-sequence decode steps (see ``Linear``)."""
+        """Weight copies and native kernels for decode steps on CPU (see ``Linear``, ``kernels``)."""
         for module in self.modules():
             if isinstance(module, Linear):
                 module.prepare_decode()
+        native = kernels.native() if self.tok_embeddings.weight.device.type == "cpu" else None
+        for module in self.modules():
+            if isinstance(module, Attention):
+                module.paged_decode = native.paged_decode if native is not None else None
 
     def forward(self, tokens: Tensor, batch: AttentionBatch, cache: KVCache, logits_at: Tensor) -> Tensor:
         """Logits ``(len(logits_at), vocab)`` for the flat ``tokens`` (N,) of one engine step."""

@@ -18,51 +18,46 @@ class ModelRunner:
         self.device = device
         self.cache = KVCache(model.config, blocks.num_blocks, blocks.block_size, device, model.weight_dtype)
 
-    def slots(self, seq: Sequence, start: int, stop: int) -> np.ndarray:
-        """Cache slots of positions ``start..stop-1`` of ``seq``."""
+    def slots(self, seq: Sequence, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """Cache blocks and offsets in them of positions ``start..stop-1`` of ``seq``."""
         bs = self.blocks.block_size
         positions = np.arange(start, stop)
         table = np.asarray(seq.block_table, dtype=np.int64)
-        slots: np.ndarray = table[positions // bs] * bs + positions % bs
-        return slots
+        return table[positions // bs], positions % bs
 
     @torch.inference_mode()
     def run(self, decode: list[Sequence], prefill: list[Sequence]) -> Tensor:
         """Next-token logits ``(len(decode) + len(prefill), vocab)``, in that order."""
         tokens: list[int] = []
         positions: list[np.ndarray] = []
-        slot_mapping: list[np.ndarray] = []
+        slots: list[tuple[np.ndarray, np.ndarray]] = []
         for seq in decode:  # the newest token of each, at position num_tokens - 1
             n = seq.num_tokens
             tokens.append(seq.last_id)
             positions.append(np.array([n - 1]))
-            slot_mapping.append(self.slots(seq, n - 1, n))
+            slots.append(self.slots(seq, n - 1, n))
         spans = []
         for seq in prefill:
             n = seq.num_tokens
             spans.append((len(tokens), n))
             tokens.extend(seq.all_ids)
             positions.append(np.arange(n))
-            slot_mapping.append(self.slots(seq, 0, n))
-        decode_rows = decode_pad = None
+            slots.append(self.slots(seq, 0, n))
+        tables = lens = None
         if decode:
-            bs, kvh = self.blocks.block_size, self.model.config.n_kv_heads
             width = max(len(seq.block_table) for seq in decode)
-            table = np.zeros((len(decode), width), dtype=np.int64)  # padding reads block 0, masked
-            pad = np.ones((len(decode), width * bs), dtype=bool)
+            table = np.zeros((len(decode), width), dtype=np.int64)  # padding: block 0, never read
             for row, seq in enumerate(decode):
                 table[row, : len(seq.block_table)] = seq.block_table
-                pad[row, : seq.num_tokens] = False
-            heads = np.arange(kvh)[:, None] * self.blocks.num_blocks
-            decode_rows = self._tensor((heads + table.reshape(1, -1)).reshape(-1))
-            decode_pad = self._tensor(np.ascontiguousarray(np.broadcast_to(pad, (kvh, *pad.shape))))
-            decode_pad = decode_pad.view(kvh * len(decode), 1, width * bs)
+            tables = self._tensor(table)
+            lens = self._tensor(np.array([seq.num_tokens for seq in decode], dtype=np.int64))
         batch = AttentionBatch(
-            slot_mapping=self._tensor(np.concatenate(slot_mapping)),
+            slot_blocks=self._tensor(np.concatenate([blocks for blocks, _ in slots])),
+            slot_offsets=self._tensor(np.concatenate([offsets for _, offsets in slots])),
             positions=self._tensor(np.concatenate(positions)),
             num_decode=len(decode),
-            decode_rows=decode_rows,
-            decode_pad=decode_pad,
+            decode_tables=tables,
+            decode_lens=lens,
             prefill_spans=spans,
         )
         logits_at = list(range(len(decode))) + [start + n - 1 for start, n in spans]
