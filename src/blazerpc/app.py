@@ -37,6 +37,7 @@ class BlazeApp:
         self.enable_batching = enable_batching
         self.startup_hooks: list[Hook] = []
         self.shutdown_hooks: list[Hook] = []
+        self.http_routers: list[Any] = []  # FastAPI APIRouters served beside the models' routes
 
     def model(
         self,
@@ -105,6 +106,10 @@ class BlazeApp:
         """Run ``fn`` after the last request has finished or been cancelled."""
         self.shutdown_hooks.append(fn)
         return fn
+
+    def include_router(self, router: Any) -> None:
+        """Serve a FastAPI ``APIRouter``'s routes over HTTP beside the models' own."""
+        self.http_routers.append(router)
 
     def serve(
         self, host: str = "0.0.0.0", port: int | None = 50051, http_port: int | None = 8000, **options: Any

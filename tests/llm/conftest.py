@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from safetensors.torch import save_file
 from blazerpc.llm.gguf_file import GGUFFile
 from blazerpc.llm.loader import LoadedModel, default_model_path, load
 from blazerpc.llm.tokenizer import LlamaTokenizer
+from tests.conftest import blaze, free_port, wait_http_ready
 
 TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
         "intermediate_size": 128}  # fmt: skip
@@ -73,3 +75,17 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory, default_tokenizer: LlamaT
 @pytest.fixture
 def tiny(tiny_dir: Path) -> LoadedModel:
     return load(tiny_dir, max_seq_len=512)
+
+
+@pytest.fixture(scope="session")
+def llm_server() -> Iterator[tuple[int, int]]:
+    """``blaze llm`` with the real default model, as the README's first command starts it."""
+    http_port, grpc_port = free_port(), free_port()
+    proc = blaze("llm", "--host", "127.0.0.1", "--port", str(http_port), "--grpc-port", str(grpc_port))
+    try:
+        wait_http_ready(http_port, timeout=120)
+        yield http_port, grpc_port
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, out

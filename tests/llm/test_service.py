@@ -8,7 +8,6 @@ import re
 import shlex
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -17,23 +16,9 @@ import pytest
 from blazerpc import BlazeClient, BlazeError, Status
 from blazerpc.llm.engine import EngineConfig
 from blazerpc.llm.service import LLMService
-from tests.conftest import ROOT, blaze, free_port, serving, until, wait_http_ready
+from tests.conftest import ROOT, serving, until
 
 SEED = (ROOT / "tests" / "seeds" / "async-streaming-fastapi.txt").read_text()  # a copy of ../shared/seeds
-
-
-@pytest.fixture(scope="module")
-def llm_server() -> Iterator[tuple[int, int]]:
-    """``blaze llm`` with the real default model, as the README's first command starts it."""
-    http_port, grpc_port = free_port(), free_port()
-    proc = blaze("llm", "--host", "127.0.0.1", "--port", str(http_port), "--grpc-port", str(grpc_port))
-    try:
-        wait_http_ready(http_port, timeout=120)
-        yield http_port, grpc_port
-    finally:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=30)
-        assert proc.returncode == 0, out
 
 
 def test_the_seed_copy_is_current() -> None:

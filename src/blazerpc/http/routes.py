@@ -67,6 +67,8 @@ def build_api(app: BlazeApp, runtime: Runtime, lifecycle: Lifecycle, invoke: Inv
 
     for model in app.registry:
         _add_model_route(api, model, runtime, lifecycle, invoke)
+    for router in app.http_routers:
+        api.include_router(router)
     return api
 
 

@@ -17,6 +17,7 @@ from ..errors import BlazeError, Status
 from .async_engine import AsyncLLM
 from .engine import EngineConfig
 from .loader import load_tokenizer
+from .openai_api import openai_router
 from .sampling import SamplingParams
 from .tokenizer import LlamaTokenizer
 
@@ -150,4 +151,5 @@ class LLMService:
                     finish_reason=event.finish_reason,
                 )
 
+        app.include_router(openai_router(self))
         return app

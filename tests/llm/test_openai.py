@@ -1,0 +1,108 @@
+"""The OpenAI-compatible routes, driven by the official ``openai`` client."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from blazerpc.llm.engine import EngineConfig
+from blazerpc.llm.service import LLMService
+from tests.conftest import serving, until
+
+
+@pytest.fixture
+def api(llm_server: tuple[int, int]) -> Iterator[openai.OpenAI]:
+    base_url = f"http://127.0.0.1:{llm_server[0]}/v1"
+    with openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=120) as client:
+        yield client
+
+
+def native(port: int, **body: object) -> dict[str, object]:
+    reply = httpx.post(f"http://127.0.0.1:{port}/generate", json=body, timeout=120)
+    assert reply.status_code == 200, reply.text
+    result: dict[str, object] = reply.json()
+    return result
+
+
+def test_completions_and_chat_are_the_engine_s_greedy_output(api: openai.OpenAI, llm_server: tuple[int, int]) -> None:
+    port, _ = llm_server
+    [model] = api.models.list().data
+    assert model.id == "SmolLM2-135M-Instruct.Q4_1"
+
+    done = api.completions.create(model=model.id, prompt="The capital of France is", max_tokens=12, temperature=0)
+    same = native(port, prompt="The capital of France is", max_tokens=12, temperature=0)
+    assert done.choices[0].text == same["text"] and done.choices[0].finish_reason == same["finish_reason"]
+    assert done.usage is not None and done.usage.completion_tokens == same["num_tokens"]
+    assert done.usage.prompt_tokens == 5 and done.object == "text_completion"
+
+    messages = [{"role": "user", "content": "Name a colour."}]
+    chat = api.chat.completions.create(model=model.id, messages=messages, max_tokens=16, temperature=0)  # type: ignore[arg-type]
+    same = native(port, prompt="Name a colour.", chat=True, max_tokens=16, temperature=0)
+    message = chat.choices[0].message
+    assert message.role == "assistant" and message.content == same["text"] and message.content
+
+
+def test_streams_concatenate_to_the_whole_answer(api: openai.OpenAI) -> None:
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is rain?"}]
+    kwargs = {"model": "SmolLM2-135M-Instruct.Q4_1", "messages": messages, "max_tokens": 20, "seed": 3}
+    whole = api.chat.completions.create(**kwargs)  # type: ignore[call-overload]
+    chunks = list(api.chat.completions.create(**kwargs, stream=True, stream_options={"include_usage": True}))  # type: ignore[call-overload]
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    finished = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finished == [whole.choices[0].finish_reason]
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+    pieces = api.completions.create(model=kwargs["model"], prompt="Once upon", max_tokens=6, stream=True, seed=1)
+    assert (
+        "".join(p.choices[0].text for p in pieces)
+        == api.completions.create(model=kwargs["model"], prompt="Once upon", max_tokens=6, seed=1).choices[0].text
+    )
+
+
+def test_bad_requests_get_clear_errors(api: openai.OpenAI) -> None:
+    name = "SmolLM2-135M-Instruct.Q4_1"
+    with pytest.raises(openai.NotFoundError, match="The model `gpt-4` does not exist; this server has `SmolLM2"):
+        api.completions.create(model="gpt-4", prompt="hi")
+    for bad, field in [({"temperature": 3}, "temperature"), ({"n": 2}, "n"), ({"max_tokens": 0}, "max_tokens"),
+                       ({"frequency_penalty": 0.5}, "frequency_penalty=0.5 is not supported")]:  # fmt: skip
+        with pytest.raises(openai.UnprocessableEntityError, match=field):
+            api.completions.create(model=name, prompt="hi", **bad)  # type: ignore[call-overload]
+    with pytest.raises(openai.UnprocessableEntityError, match=r"the prompt is \d+ tokens; the context holds 2048"):
+        api.completions.create(model=name, prompt="word " * 2100)
+    # neutral values of fields we do not implement are accepted, as clients send them
+    done = api.completions.create(model=name, prompt="hi", max_tokens=2, frequency_penalty=0, logprobs=None, echo=False)
+    assert done.choices[0].text is not None
+
+
+async def test_cancelled_streams_free_the_engine_and_a_full_engine_is_a_rate_limit(tiny_dir: Path) -> None:
+    service = LLMService(tiny_dir, EngineConfig(kv_cache_mb=16, max_model_len=512, max_num_seqs=2, max_waiting=1))
+    async with (
+        serving(service.app) as server,
+        openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{server.http_port}/v1", api_key="-", max_retries=0) as api,
+    ):
+        body = {"model": "tiny-llama", "prompt": "go", "max_tokens": 400, "extra_body": {"ignore_eos": True}}
+        for _ in range(3):
+            streams = [await api.completions.create(**body, stream=True) for _ in range(2)]  # type: ignore[call-overload]
+            for stream in streams:
+                await stream.__anext__()
+                await stream.close()
+        assert service.llm is not None
+        await until(lambda: service.llm is not None and service.llm.outstanding == 0)
+        deadline = time.monotonic() + 5
+        while (stats := await service.llm.stats())["seqs"] and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert stats["seqs"] == 0 and stats["free_blocks"] == stats["num_blocks"]
+
+        running = [asyncio.create_task(api.completions.create(**body)) for _ in range(3)]  # type: ignore[call-overload]
+        await until(lambda: service.llm is not None and service.llm.outstanding == 3)
+        with pytest.raises(openai.RateLimitError, match="the engine is full"):
+            await api.completions.create(**body)  # type: ignore[call-overload]
+        assert all(len(done.choices[0].text) > 0 for done in await asyncio.gather(*running))
