@@ -11,6 +11,7 @@ import httpx
 import openai
 import pytest
 
+from blazerpc import BlazeServer, ServeConfig
 from blazerpc.llm.engine import EngineConfig
 from blazerpc.llm.service import LLMService
 from tests.conftest import serving, until
@@ -106,3 +107,26 @@ async def test_cancelled_streams_free_the_engine_and_a_full_engine_is_a_rate_lim
         with pytest.raises(openai.RateLimitError, match="the engine is full"):
             await api.completions.create(**body)  # type: ignore[call-overload]
         assert all(len(done.choices[0].text) > 0 for done in await asyncio.gather(*running))
+
+
+async def test_shutdown_lets_a_stream_in_flight_finish(tiny_dir: Path) -> None:
+    service = LLMService(tiny_dir, EngineConfig(kv_cache_mb=16, max_model_len=512))
+    server = BlazeServer(service.app, ServeConfig(host="127.0.0.1", grpc_port=None, http_port=0, grace_period=30))
+    await server.start()
+    base_url = f"http://127.0.0.1:{server.http_port}/v1"
+    body = {"model": "tiny-llama", "prompt": "go", "max_tokens": 60, "extra_body": {"ignore_eos": True}}
+    async with openai.AsyncOpenAI(base_url=base_url, api_key="-", max_retries=0) as api:
+        stream = await api.completions.create(**body, stream=True)  # type: ignore[call-overload]
+        first = await stream.__anext__()
+        stopping = asyncio.create_task(server.stop())
+        await until(lambda: server.lifecycle.draining)
+        try:
+            await api.completions.create(model="tiny-llama", prompt="late")
+            pytest.fail("a new request was served while draining")
+        except openai.InternalServerError as exc:  # on a kept-alive connection
+            assert exc.status_code == 503 and "server is shutting down" in str(exc)
+        except openai.APIConnectionError:  # on a new connection: the listener is closed
+            pass
+        rest = [chunk async for chunk in stream]  # the stream in flight gets its grace period
+        assert len([first, *rest]) == 60 and rest[-1].choices[0].finish_reason == "length"
+        await asyncio.wait_for(stopping, timeout=10)  # not the 30 s grace: nothing is left in flight

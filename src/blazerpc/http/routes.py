@@ -41,6 +41,7 @@ def build_api(app: BlazeApp, runtime: Runtime, lifecycle: Lifecycle, invoke: Inv
         return error_response(exc)
 
     api.add_exception_handler(BlazeError, blaze_error)
+    api.state.lifecycle = lifecycle  # for routers added with BlazeApp.include_router
 
     @api.get("/health", tags=["health"])
     async def health() -> dict[str, str]:

@@ -22,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.responses import Response
 
 from ..errors import BlazeError, Status
-from ..http.sse import DONE
+from ..http.sse import DONE, SSE_HEADERS
+from ..lifecycle import Lifecycle
 from .engine import TokenEvent
 from .sampling import SamplingParams
 
@@ -144,12 +145,12 @@ def openai_router(service: LLMService) -> APIRouter:
         return {"object": "list", "data": [{"id": model_name(), "object": "model", "owned_by": "blazerpc"}]}
 
     @router.post("/completions", response_model=None)
-    async def completions(body: CompletionRequest) -> Response:
+    async def completions(body: CompletionRequest, request: Request) -> Response:
         """Text completion of ``prompt``; ``stream: true`` answers Server-Sent Events."""
-        return await run(body, body.prompt, chat=False, max_tokens=body.max_tokens)
+        return await run(request, body, body.prompt, chat=False, max_tokens=body.max_tokens)
 
     @router.post("/chat/completions", response_model=None)
-    async def chat_completions(body: ChatRequest) -> Response:
+    async def chat_completions(body: ChatRequest, request: Request) -> Response:
         """The assistant's next message, through the model's chat template."""
         if service.tokenizer is None:
             return error(Status.UNAVAILABLE, "the model is still loading")
@@ -157,9 +158,12 @@ def openai_router(service: LLMService) -> APIRouter:
             prompt = service.tokenizer.apply_chat_template([m.model_dump() for m in body.messages])
         except ValueError as exc:
             return error(Status.INVALID_ARGUMENT, str(exc), "messages")
-        return await run(body, prompt, chat=True, max_tokens=body.max_completion_tokens or body.max_tokens)
+        return await run(request, body, prompt, chat=True, max_tokens=body.max_completion_tokens or body.max_tokens)
 
-    async def run(body: _Request, prompt: str, chat: bool, max_tokens: int | None) -> Response:
+    async def run(request: Request, body: _Request, prompt: str, chat: bool, max_tokens: int | None) -> Response:
+        lifecycle: Lifecycle = request.app.state.lifecycle
+        if lifecycle.draining:
+            return error(Status.UNAVAILABLE, "server is shutting down")
         if body.model != model_name():
             return error(Status.NOT_FOUND, f"The model `{body.model}` does not exist; this server has `{model_name()}`")
         if service.llm is None or service.tokenizer is None:
@@ -177,20 +181,24 @@ def openai_router(service: LLMService) -> APIRouter:
             )  # fmt: skip
         except ValueError as exc:
             return error(Status.INVALID_ARGUMENT, str(exc))
-        events = service.llm.generate(prompt_ids, params)
+        answer = Answer(model_name(), chat, len(prompt_ids))
+        tracked = lifecycle.track()  # shutdown waits for the answer, within its grace period
+        tracked.__enter__()
+        streaming = False
         try:
+            events = service.llm.generate(prompt_ids, params)
             first = await anext(events)  # errors (a full engine) become statuses, not broken streams
+            if not body.stream:
+                return JSONResponse(await answer.whole(first, events))
+            usage = body.stream_options is not None and body.stream_options.include_usage
+            streaming = True  # from here the stream ends the tracking
+            chunks = answer.stream(first, events, usage, tracked.__exit__)
+            return StreamingResponse(chunks, media_type=SSE, headers=SSE_HEADERS)
         except BlazeError as exc:
             return error(exc.status, exc.message)
-        answer = Answer(model_name(), chat, len(prompt_ids))
-        if body.stream:
-            usage = body.stream_options is not None and body.stream_options.include_usage
-            return StreamingResponse(
-                answer.stream(first, events, usage),
-                media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache"},
-            )
-        return JSONResponse(await answer.whole(first, events))
+        finally:
+            if not streaming:
+                tracked.__exit__()
 
     return router
 
@@ -227,7 +235,17 @@ class Answer:
             choice |= {"text": text, "logprobs": None}
         return self.envelope([choice], chunk=False) | {"usage": self.usage()}
 
-    async def stream(self, first: TokenEvent, rest: AsyncIterator[TokenEvent], usage: bool) -> AsyncIterator[bytes]:
+    async def stream(
+        self, first: TokenEvent, rest: AsyncIterator[TokenEvent], usage: bool, done: Callable[[], object]
+    ) -> AsyncIterator[bytes]:
+        """The chunks, then ``done()`` however the stream ends."""
+        try:
+            async for chunk in self._chunks(first, rest, usage):
+                yield chunk
+        finally:
+            done()
+
+    async def _chunks(self, first: TokenEvent, rest: AsyncIterator[TokenEvent], usage: bool) -> AsyncIterator[bytes]:
         if self.chat:  # the role comes first, on its own
             yield sse(self.envelope([{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}], True))
         event: TokenEvent | None = first
