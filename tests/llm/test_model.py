@@ -10,8 +10,9 @@ import torch
 
 from blazerpc.llm.block_manager import BlockManager
 from blazerpc.llm.engine import DTYPES, EngineConfig, LLMEngine, native_bf16
+from blazerpc.llm.linear import Linear
 from blazerpc.llm.loader import LoadedModel, load
-from blazerpc.llm.model import Attention, AttentionBatch, KVCache, Linear, Llama
+from blazerpc.llm.model import Attention, AttentionBatch, KVCache, Llama
 from blazerpc.llm.runner import ModelRunner
 from blazerpc.llm.sampling import SamplingParams
 from blazerpc.llm.sequence import Sequence

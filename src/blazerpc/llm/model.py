@@ -8,7 +8,6 @@ that looks at sequences, through ``AttentionBatch``. Weights use the Hugging Fac
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import kernels
+from .linear import Linear
 
 
 @dataclass(frozen=True)
@@ -97,84 +97,6 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
-
-
-class Linear(nn.Module):
-    """``y = x @ W.T``, with the fastest CPU kernel for the number of rows.
-
-    Decode products are bound by memory bandwidth (the weights do not fit in cache), and
-    torch's one-row products read them on one core. Measured on 2-core Zen 3 and Zen 4 VMs:
-
-    - float32 weights: one ``bmm`` over the two row halves of W runs a half on each core,
-      ~33 GB/s for one row (``x @ W_t``: ~17 GB/s, ``F.linear``: ~10 GB/s) and 1.5-4x
-      ``F.linear`` for 2-4 rows; 5-64 rows are fastest in oneDNN (1.2-1.6x ``F.linear``);
-      prefill goes to ``F.linear``. With one thread, one row uses a pre-transposed copy.
-    - bfloat16 weights (``Llama.cast_weights``), on a CPU with bf16 instructions: ``F.linear``
-      in bfloat16 is ~2x float32 from 8 rows up, but reads W at ~11-14 GB/s for 1-4 rows.
-      Those go to our kernel (``kernels.cpp``, 1.3-1.5x torch's), or, where it could not be
-      built, one row takes the float32 split on a float32 copy.
-
-    ``prepare_decode`` makes the copies and picks the kernels.
-    """
-
-    SPLIT_ROWS = 4  # up to this many rows, split float32 W in halves across two cores
-    ONEDNN_ROWS = 64
-    KERNEL_ROWS = 4  # up to this many rows, bfloat16 W goes to kernels.cpp
-
-    weight_f32: Tensor | None  # W in float32, for the split (W itself when it is float32)
-    weight_t: Tensor | None
-    weight_onednn: Tensor | None
-    few_rows: Callable[[Tensor, Tensor], Tensor] | None  # kernels.cpp's few_rows_linear
-
-    def __init__(self, in_features: int, out_features: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(out_features, in_features))
-        self.weight_f32 = self.weight_t = self.weight_onednn = self.few_rows = None
-
-    def prepare_decode(self) -> None:
-        if self.weight.device.type != "cpu":
-            return
-        w = self.weight.detach()
-        if w.dtype == torch.bfloat16 and (module := kernels.native()) is not None:
-            self.few_rows = module.few_rows_linear
-        elif w.shape[0] % 2 == 0:
-            self.weight_f32 = w.float()  # no copy when W is float32
-        if w.dtype == torch.float32:
-            self.weight_t = w.t().contiguous()
-            if torch.backends.mkldnn.is_available():  # type: ignore[no-untyped-call]
-                self.weight_onednn = w.to_mkldnn()
-
-    def forward(self, x: Tensor) -> Tensor:
-        rows = x.shape[0]
-        two_cores = self.weight_f32 is not None and torch.get_num_threads() >= 2
-        if self.weight.dtype != x.dtype:  # reduced-precision weights: multiply in their dtype
-            if self.few_rows is not None and rows <= self.KERNEL_ROWS:
-                return self.few_rows(x, self.weight)
-            if rows == 1 and two_cores:
-                return self._split(x, self.weight_f32)
-            return F.linear(x.to(self.weight.dtype), self.weight).to(x.dtype)
-        if self.weight_t is None or rows > self.ONEDNN_ROWS:
-            return F.linear(x, self.weight)
-        if rows <= self.SPLIT_ROWS and two_cores:
-            return self._split(x, self.weight)
-        if rows == 1:
-            row: Tensor = x @ self.weight_t
-            return row
-        if self.weight_onednn is not None:
-            out: Tensor = torch._C._nn.mkldnn_linear(x.to_mkldnn(), self.weight_onednn, None).to_dense()
-            return out
-        return F.linear(x, self.weight)
-
-    @staticmethod
-    def _split(x: Tensor, weight: Tensor | None) -> Tensor:
-        """One ``bmm`` over the two row halves of ``weight``: one half per core."""
-        assert weight is not None
-        rows, (out_features, in_features) = x.shape[0], weight.shape
-        halves = weight.view(2, out_features // 2, in_features)  # a view: no copy
-        # x transposed, strides (0, 1, in): MKL takes a slow path for other strides
-        cols = x.contiguous().t().unsqueeze(0).expand(2, in_features, rows)
-        y = torch.bmm(halves, cols)  # (2, out/2, rows)
-        return y.permute(2, 0, 1).reshape(rows, out_features)
 
 
 class Attention(nn.Module):
