@@ -1,6 +1,6 @@
 """Native CPU kernels (``kernels.cpp``), compiled on first use by torch's extension builder.
 
-The build (~25 s, once; cached under ``~/.cache/torch_extensions``) needs a C++ compiler and
+The build (~25 s, once; cached under ``~/.cache/torch_extensions/blazerpc``) needs a C++ compiler and
 ninja. Without them, or with ``BLAZE_NATIVE_KERNELS=0``, ``native()`` is None and the model
 uses torch's own kernels. ``python -m blazerpc.llm.kernels`` builds ahead of time.
 """
@@ -11,6 +11,7 @@ import functools
 import hashlib
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -21,6 +22,7 @@ from torch import Tensor
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("kernels.cpp")
+STALE_LOCK_S = 600  # a build takes ~25-40 s
 # Instruction sets by torch's CPU capability. The build is cached per source and flags, so a
 # cache carried over to a CPU without these instructions is never loaded there.
 ISA_FLAGS = {
@@ -38,15 +40,29 @@ def native() -> ModuleType | None:
     if os.environ.get("BLAZE_NATIVE_KERNELS", "1") == "0":
         return None
     flags = ["-O3", "-ffast-math", "-fopenmp", *ISA_FLAGS.get(torch.backends.cpu.get_cpu_capability(), [])]
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(flags).encode()).hexdigest()[:12]
+    name = "blaze_kernels_" + hashlib.sha256(SOURCE.read_bytes() + " ".join(flags).encode()).hexdigest()[:12]
+    build = build_root() / name
+    build.mkdir(parents=True, exist_ok=True)
+    lock = build / "lock"  # torch waits for it without end; a build killed midway leaves it behind
+    if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_S:
+        log.warning("removing %s, left by a build that did not finish", lock)
+        lock.unlink(missing_ok=True)
+    if not (build / f"{name}.so").exists():
+        log.warning("building the native kernels in %s (once, ~25 s)", build)
     try:
         from torch.utils.cpp_extension import load
 
-        module: ModuleType = load(f"blaze_kernels_{digest}", [str(SOURCE)], extra_cflags=flags)
+        module: ModuleType = load(name, [str(SOURCE)], extra_cflags=flags, build_directory=str(build))
     except Exception as exc:  # no compiler, no ninja, a build error: torch's kernels still work
         log.warning("native kernels not built (%s: %s); using torch's", type(exc).__name__, exc)
         return None
     return module
+
+
+def build_root() -> Path:
+    """Where builds are cached: torch's own place (``TORCH_EXTENSIONS_DIR`` or ~/.cache/torch_extensions)."""
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
+    return Path(root) / "blazerpc"
 
 
 if __name__ == "__main__":
