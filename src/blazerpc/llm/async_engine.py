@@ -13,7 +13,7 @@ import asyncio
 import itertools
 import logging
 import multiprocessing
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -151,7 +151,7 @@ class AsyncLLM:
         self._conn.send(("stats",))
         return await self._stats
 
-    async def generate(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[TokenEvent]:
+    async def generate(self, prompt_ids: list[int], params: SamplingParams) -> AsyncGenerator[TokenEvent]:
         """Token events of one request; leaving early aborts it within one engine step."""
         if self._conn is None:
             raise BlazeError(Status.UNAVAILABLE, "the engine is not running")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Literal, Self
 
 from fastapi import APIRouter, Request
@@ -236,16 +236,19 @@ class Answer:
         return self.envelope([choice], chunk=False) | {"usage": self.usage()}
 
     async def stream(
-        self, first: TokenEvent, rest: AsyncIterator[TokenEvent], usage: bool, done: Callable[[], object]
+        self, first: TokenEvent, rest: AsyncGenerator[TokenEvent], usage: bool, done: Callable[[], object]
     ) -> AsyncIterator[bytes]:
-        """The chunks, then ``done()`` however the stream ends."""
+        """The chunks; however the stream ends, the request is closed (an abort if unfinished), then ``done()``."""
+        chunks = self._chunks(first, rest, usage)
         try:
-            async for chunk in self._chunks(first, rest, usage):
+            async for chunk in chunks:
                 yield chunk
         finally:
+            await chunks.aclose()
+            await rest.aclose()
             done()
 
-    async def _chunks(self, first: TokenEvent, rest: AsyncIterator[TokenEvent], usage: bool) -> AsyncIterator[bytes]:
+    async def _chunks(self, first: TokenEvent, rest: AsyncIterator[TokenEvent], usage: bool) -> AsyncGenerator[bytes]:
         if self.chat:  # the role comes first, on its own
             yield sse(self.envelope([{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}], True))
         event: TokenEvent | None = first
