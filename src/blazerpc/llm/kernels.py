@@ -1,6 +1,6 @@
 """Native CPU kernels (``kernels.cpp``), compiled on first use by torch's extension builder.
 
-The build (~25 s, once; cached under ``~/.cache/torch_extensions/blazerpc``) needs a C++ compiler and
+The build (~30 s, once; cached under ``~/.cache/torch_extensions/blazerpc``) needs a C++ compiler and
 ninja. Without them, or with ``BLAZE_NATIVE_KERNELS=0``, ``native()`` is None and the model
 uses torch's own kernels. ``python -m blazerpc.llm.kernels`` builds ahead of time.
 """
@@ -48,7 +48,7 @@ def native() -> ModuleType | None:
         log.warning("removing %s, left by a build that did not finish", lock)
         lock.unlink(missing_ok=True)
     if not (build / f"{name}.so").exists():
-        log.warning("building the native kernels in %s (once, ~25 s)", build)
+        log.warning("building the native kernels in %s (once, ~30 s)", build)
     try:
         from torch.utils.cpp_extension import load
 
