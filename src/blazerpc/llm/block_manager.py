@@ -1,6 +1,8 @@
 """KV-cache bookkeeping: which fixed-size blocks of cache slots each sequence owns.
 
-Pure bookkeeping, no tensors: slot ``s`` of block ``b`` is cache row ``b * block_size + s``.
+Pure bookkeeping, no tensors: position ``p`` of a sequence lives at offset ``p % block_size``
+of block ``block_table[p // block_size]`` (see ``model.KVCache`` for the layout; ``slot`` gives
+that place as one flat number, ``block * block_size + offset``).
 """
 
 from __future__ import annotations
