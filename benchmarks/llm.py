@@ -159,8 +159,9 @@ def main() -> None:
     parser.add_argument("--install-llama", action="store_true", help="pip install llama-cpp-python there first")
     args = parser.parse_args()
 
-    from blazerpc.llm.engine import EngineConfig
-    from blazerpc.llm.loader import default_model_path
+    from blazerpc.llm.config import EngineConfig
+    from blazerpc.llm.device import torch_dtype
+    from blazerpc.llm.model_files import default_model_path
 
     model = default_model_path()
     if args.install_llama and not (args.llama_venv / "bin" / "python").exists():
@@ -185,7 +186,7 @@ def main() -> None:
     baseline = llama_baseline(args.llama_venv, model, 2, 4)
 
     idle_ttft = rows[0]["ttft_p50"]
-    dtype = str(EngineConfig(dtype=args.dtype).torch_dtype).removeprefix("torch.")
+    dtype = str(torch_dtype(EngineConfig(dtype=args.dtype))).removeprefix("torch.")
     print(f"blaze llm ({dtype}), {model.name}, ~100-token prompts, {NEW_TOKENS} new tokens, streaming over HTTP")
     headers = ["clients", "tok/s", "tok/s, all streaming", "TTFT p50 ms", "TTFT p99 ms", "TTFT p50 / idle",
                "ITL p50 ms", "ITL p99 ms"]  # fmt: skip

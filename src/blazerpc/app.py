@@ -6,11 +6,15 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from .errors import BlazeError
+from .lifecycle import AppHealth
 from .registry import BatchConfig, ModelInfo, Registry
 from .schema import read_signature
 
 F = TypeVar("F", bound=Callable[..., Any])
 Hook = Callable[[], Awaitable[None] | None]
+#: An error as a JSON body; see ``BlazeApp.include_router``.
+ErrorBody = Callable[[BlazeError], dict[str, Any]]
 
 
 class BlazeApp:
@@ -38,6 +42,9 @@ class BlazeApp:
         self.startup_hooks: list[Hook] = []
         self.shutdown_hooks: list[Hook] = []
         self.http_routers: list[Any] = []  # FastAPI APIRouters served beside the models' routes
+        self.http_error_bodies: dict[str, ErrorBody] = {}  # path prefix -> its routers' error body
+        #: The app's own say on readiness (e.g. an engine that restarts); see ``AppHealth``.
+        self.health = AppHealth()
 
     def model(
         self,
@@ -107,9 +114,17 @@ class BlazeApp:
         self.shutdown_hooks.append(fn)
         return fn
 
-    def include_router(self, router: Any) -> None:
-        """Serve a FastAPI ``APIRouter``'s routes over HTTP beside the models' own."""
+    def include_router(self, router: Any, error_body: ErrorBody | None = None) -> None:
+        """Serve a FastAPI ``APIRouter``'s routes over HTTP beside the models' own.
+
+        ``error_body(error)`` shapes every error answered under the router's prefix
+        (validation, 413, 503 while draining, a ``BlazeError``), e.g. as OpenAI's error object.
+        """
         self.http_routers.append(router)
+        if error_body is not None:
+            if not router.prefix:
+                raise ValueError("a router with its own error body needs a path prefix")
+            self.http_error_bodies[router.prefix] = error_body
 
     def serve(
         self, host: str = "0.0.0.0", port: int | None = 50051, http_port: int | None = 8000, **options: Any

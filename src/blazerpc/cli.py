@@ -27,6 +27,7 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, help="Processes sharing the ports (SO_REUSEPORT).")] = 1,
     reload: Annotated[bool, typer.Option(help="Restart when a .py file under the current directory changes.")] = False,
     grace_period: Annotated[float, typer.Option(min=0, help="Seconds in-flight calls get on shutdown.")] = 10.0,
+    max_body_mb: Annotated[float, typer.Option(help="HTTP bodies larger than this get 413, unread.")] = 32.0,
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "info",
 ) -> None:
     """Serve an app's models over gRPC and HTTP until SIGINT or SIGTERM."""
@@ -37,6 +38,7 @@ def serve(
             grpc_port=port if grpc else None,
             http_port=http_port if http else None,
             grace_period=grace_period,
+            max_body_mb=max_body_mb,
         )
         if reload and workers > 1:
             raise ValueError("--reload and --workers cannot be combined")
@@ -92,12 +94,28 @@ def llm(
     max_model_len: Annotated[int, typer.Option(min=16, help="Context length (prompt + answer).")] = 2048,
     kv_cache_mb: Annotated[int, typer.Option(min=1, help="KV cache budget in MiB.")] = 1024,
     grace_period: Annotated[float, typer.Option(min=0, help="Seconds in-flight calls get on shutdown.")] = 10.0,
+    max_body_mb: Annotated[float, typer.Option(help="HTTP bodies larger than this get 413, unread.")] = 4.0,
+    startup_timeout: Annotated[
+        float, typer.Option(min=0, help="Seconds a request that arrives while the model loads waits for it.")
+    ] = 120.0,
+    max_engine_restarts: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Restarts of a dead engine process allowed within --engine-restart-window; one more exits 1."
+        ),
+    ] = 5,
+    engine_restart_window: Annotated[float, typer.Option(min=1, help="Seconds (see --max-engine-restarts).")] = 60.0,
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "info",
 ) -> None:
-    """Serve the built-in LLM (or --model) over HTTP and gRPC, or stream one answer with --demo."""
+    """Serve the built-in LLM (or --model) over HTTP and gRPC, or stream one answer with --demo.
+
+    The engine runs in its own process; if it dies, requests in flight end with UNAVAILABLE
+    (503), readiness goes off, and it is restarted with backoff.
+    """
     _logging(log_level)
-    from .llm.engine import EngineConfig
-    from .llm.service import LLMService
+    from .llm.client import RestartPolicy
+    from .llm.config import EngineConfig
+    from .llm_app.service import LLMService
 
     try:
         config = EngineConfig(
@@ -107,14 +125,20 @@ def llm(
             max_model_len=max_model_len,
             kv_cache_mb=kv_cache_mb,
             dtype=dtype,
+            threads=threads or None,
         )
-        service = LLMService(model, config, threads or None)
+        restart = RestartPolicy(max_restarts=max_engine_restarts, window_s=engine_restart_window)
+        service = LLMService(model, config, restart, startup_timeout)
         if demo:
-            from .llm.demo import run_demo
+            from .llm_app.demo import run_demo
 
-            raise typer.Exit(run_demo(service, prompt, max_tokens))
+            raise typer.Exit(run_demo(service.door, prompt, max_tokens))
         serve_config = ServeConfig(
-            host=host, grpc_port=grpc_port if grpc else None, http_port=port, grace_period=grace_period
+            host=host,
+            grpc_port=grpc_port if grpc else None,
+            http_port=port,
+            grace_period=grace_period,
+            max_body_mb=max_body_mb,
         )
     except (ValueError, FileNotFoundError) as exc:
         raise typer.BadParameter(str(exc)) from None

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import logging
+
+log = logging.getLogger("blazerpc")
 
 
 class Status(enum.IntEnum):
@@ -35,7 +39,7 @@ _HTTP_STATUS = {
     Status.OK: 200,
     Status.CANCELLED: 499,
     Status.UNKNOWN: 500,
-    Status.INVALID_ARGUMENT: 400,
+    Status.INVALID_ARGUMENT: 422,  # as FastAPI answers a body that fails validation
     Status.DEADLINE_EXCEEDED: 504,
     Status.NOT_FOUND: 404,
     Status.ALREADY_EXISTS: 409,
@@ -59,18 +63,37 @@ class BlazeError(Exception):
     NOT_FOUND and an HTTP client as 404, with the message unchanged.
     """
 
-    def __init__(self, status: Status, message: str) -> None:
+    def __init__(
+        self, status: Status, message: str, *, param: str | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.status = Status(status)
         self.message = message
+        self.param = param  # the request field at fault, where there is one
+        self.retry_after = retry_after  # seconds; sent as HTTP ``Retry-After`` where given
 
     def __repr__(self) -> str:
         return f"BlazeError({self.status.name}, {self.message!r})"
 
 
 class InvalidArgument(BlazeError):
-    def __init__(self, message: str) -> None:
-        super().__init__(Status.INVALID_ARGUMENT, message)
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(Status.INVALID_ARGUMENT, message, param=param)
+
+
+def status_of(exc: BaseException, what: str) -> BlazeError:
+    """The one error boundary: any exception as a ``BlazeError`` a transport can send.
+
+    A ``BlazeError`` passes as it is; cancellation at shutdown is UNAVAILABLE; anything else
+    is a bug in ``what`` (e.g. "model 'echo'"): logged here once with its traceback, and
+    INTERNAL with a one-line message for the client.
+    """
+    if isinstance(exc, BlazeError):
+        return exc
+    if isinstance(exc, asyncio.CancelledError):
+        return BlazeError(Status.UNAVAILABLE, "server shut down before the call finished")
+    log.error("%s failed", what, exc_info=exc)
+    return BlazeError(Status.INTERNAL, f"{what} failed: {short_error(exc)}")
 
 
 def short_error(exc: BaseException, limit: int = 200) -> str:

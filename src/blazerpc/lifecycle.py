@@ -8,16 +8,46 @@ from collections.abc import Callable
 from .errors import BlazeError, Status
 
 
-class Lifecycle:
-    """Starting -> ready -> draining. Counts calls in flight so shutdown can wait for them."""
+class AppHealth:
+    """What an app says of itself: whether it can serve now (e.g. not while its engine restarts),
+    and whether it has failed for good, in which case the server exits non-zero."""
 
     def __init__(self) -> None:
+        self.available = True
+        self.reason = ""
+        self.fatal: str | None = None
+        self._listeners: list[Callable[[], None]] = []
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        self._listeners.append(listener)
+
+    def set_available(self, available: bool, reason: str = "") -> None:
+        """Readiness follows: ``/ready`` answers 503 with ``reason`` and gRPC health NOT_SERVING while False."""
+        self.available, self.reason = available, reason
+        self._notify()
+
+    def fail(self, reason: str) -> None:
+        """Give up: the server stops (with the grace period) and exits non-zero."""
+        self.available, self.reason, self.fatal = False, reason, reason
+        self._notify()
+
+    def _notify(self) -> None:
+        for listener in list(self._listeners):
+            listener()
+
+
+class Lifecycle:
+    """Starting -> ready -> draining, and the app's own health. Counts calls in flight so shutdown can wait."""
+
+    def __init__(self, health: AppHealth | None = None) -> None:
+        self.health = health or AppHealth()
         self.ready = False
         self.draining = False
         self.active = 0
         self._idle = asyncio.Event()
         self._idle.set()
         self._listeners: list[Callable[[bool], None]] = []
+        self.health.on_change(self._notify)
 
     def on_change(self, listener: Callable[[bool], None]) -> None:
         """Call ``listener(serving)`` now and whenever readiness changes."""
@@ -26,7 +56,15 @@ class Lifecycle:
 
     @property
     def serving(self) -> bool:
-        return self.ready and not self.draining
+        return self.ready and not self.draining and self.health.available
+
+    @property
+    def unready_reason(self) -> str:
+        if self.draining:
+            return "server is shutting down"
+        if not self.ready:
+            return "server is starting"
+        return self.health.reason or "server is not ready"
 
     def set_ready(self) -> None:
         self.ready = True

@@ -28,6 +28,7 @@ class ServeConfig:
     grace_period: float = 10.0
     reuse_port: bool = False
     max_threads: int = 64
+    max_body_mb: float = 32.0  # HTTP bodies above this get 413 before they are read
 
     def __post_init__(self) -> None:
         for name in ("grpc_port", "http_port"):
@@ -38,6 +39,8 @@ class ServeConfig:
             raise ValueError("both transports are off; give a gRPC port or an HTTP port")
         if self.grace_period < 0:
             raise ValueError(f"grace_period must be >= 0 seconds, got {self.grace_period}")
+        if not self.max_body_mb > 0:
+            raise ValueError(f"max_body_mb must be > 0, got {self.max_body_mb}")
         if self.max_threads < 1:
             raise ValueError(f"max_threads must be >= 1, got {self.max_threads}")
 
@@ -53,7 +56,7 @@ class BlazeServer:
     def __init__(self, app: BlazeApp, config: ServeConfig | None = None) -> None:
         self.app = app
         self.config = config or ServeConfig()
-        self.lifecycle = Lifecycle()
+        self.lifecycle = Lifecycle(app.health)
         self.runtime = Runtime(self.config.max_threads)
         self.grpc: Any = None
         self.http: Any = None
@@ -91,7 +94,9 @@ class BlazeServer:
         if cfg.http_port is not None:
             from .http.server import HttpTransport
 
-            self.http = HttpTransport(self.app, self.runtime, self.lifecycle, self.invoke, cfg.grace_period)
+            self.http = HttpTransport(
+                self.app, self.runtime, self.lifecycle, self.invoke, cfg.grace_period, int(cfg.max_body_mb * 2**20)
+            )
             await self.http.start(cfg.host, cfg.http_port, cfg.reuse_port)
         await _run_hooks(self.app.startup_hooks, self.runtime)
         self.lifecycle.set_ready()
@@ -119,11 +124,19 @@ class BlazeServer:
         self.runtime.shutdown()
         log.info("stopped")
 
-    async def serve_forever(self) -> None:
-        """Serve until SIGINT or SIGTERM; a second signal skips the grace period."""
+    async def serve_forever(self) -> int:
+        """Serve until SIGINT or SIGTERM (exit code 0) or until the app fails for good (1, see
+        ``AppHealth.fail``); a second signal skips the grace period."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         signals = 0
+
+        def on_health() -> None:
+            if self.app.health.fatal is not None and not stop.is_set():
+                log.error("shutting down: %s", self.app.health.fatal)
+                stop.set()
+
+        self.app.health.on_change(on_health)
 
         def on_signal(signum: int) -> None:
             nonlocal signals
@@ -140,6 +153,7 @@ class BlazeServer:
             await stop.wait()
         finally:
             await self.stop()
+        return 1 if self.app.health.fatal is not None else 0
 
     def _banner(self) -> None:
         addresses = []
@@ -165,7 +179,9 @@ async def _run_hooks(hooks: list[Hook], runtime: Runtime) -> None:
 
 
 def run(app: BlazeApp, config: ServeConfig) -> None:
-    """Serve ``app`` in this process until a signal stops it."""
+    """Serve ``app`` in this process until a signal stops it; exits non-zero if the app failed for good."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(BlazeServer(app, config).serve_forever())
+    code = asyncio.run(BlazeServer(app, config).serve_forever())
+    if code:
+        raise SystemExit(code)

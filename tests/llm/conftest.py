@@ -11,7 +11,8 @@ import torch
 from safetensors.torch import save_file
 
 from blazerpc.llm.gguf_file import GGUFFile
-from blazerpc.llm.loader import LoadedModel, default_model_path, load
+from blazerpc.llm.loader import LoadedModel, load
+from blazerpc.llm.model_files import default_model_path
 from blazerpc.llm.tokenizer import LlamaTokenizer
 from tests.conftest import blaze, free_port, wait_http_ready
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from blazerpc import BlazeError, Status
 from blazerpc.llm.engine import EngineConfig, LLMEngine, TokenEvent
 from blazerpc.llm.loader import LoadedModel
 from blazerpc.llm.sampling import SamplingParams
@@ -96,11 +99,9 @@ def test_stop_strings_end_generation_and_are_never_emitted(tiny: LoadedModel) ->
     assert stop not in out and out == text[: text.index(stop)]
 
 
-def test_a_prompt_that_fills_the_context_is_refused(tiny: LoadedModel) -> None:
+def test_a_prompt_that_fills_the_context_is_refused_and_leaves_nothing(tiny: LoadedModel) -> None:
     eng = engine(tiny, max_model_len=16)
-    try:
+    with pytest.raises(BlazeError, match="leaves no room") as caught:
         eng.add(Sequence(list(range(20)), SamplingParams()), lambda e: None)
-    except ValueError as exc:
-        assert "leaves no room" in str(exc)
-    else:
-        raise AssertionError("expected ValueError")
+    assert caught.value.status is Status.INVALID_ARGUMENT
+    assert not eng.has_work and eng.scheduler.num_seqs == 0

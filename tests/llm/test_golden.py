@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from blazerpc.llm.engine import EngineConfig, LLMEngine, TokenEvent, native_bf16
+from blazerpc.llm.device import native_bf16
+from blazerpc.llm.engine import EngineConfig, LLMEngine, TokenEvent
 from blazerpc.llm.loader import LoadedModel, load
 from blazerpc.llm.sampling import SamplingParams
 from blazerpc.llm.sequence import Sequence

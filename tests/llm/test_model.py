@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from blazerpc.llm.block_manager import BlockManager
-from blazerpc.llm.engine import DTYPES, EngineConfig, LLMEngine, native_bf16
+from blazerpc.llm.device import DTYPES, native_bf16, torch_dtype
+from blazerpc.llm.engine import EngineConfig, LLMEngine
 from blazerpc.llm.linear import Linear
 from blazerpc.llm.loader import LoadedModel, load
 from blazerpc.llm.model import Attention, AttentionBatch, KVCache, Llama
@@ -86,8 +87,8 @@ def test_dtype_choice_and_kv_cache_capacity(tiny_dir: Path) -> None:
     with pytest.raises(ValueError, match="dtype must be auto, float32, bfloat16; got 'float16'"):
         EngineConfig(dtype="float16")
     expected = torch.bfloat16 if native_bf16("cpu") else torch.float32
-    assert EngineConfig(dtype="auto", device="cpu").torch_dtype == expected
-    assert EngineConfig(dtype="float32").torch_dtype == torch.float32
+    assert torch_dtype(EngineConfig(dtype="auto", device="cpu")) == expected
+    assert torch_dtype(EngineConfig(dtype="float32")) == torch.float32
     config = EngineConfig(kv_cache_mb=4, max_model_len=256, block_size=8)
     engines = {name: LLMEngine(load(tiny_dir, max_seq_len=512, dtype=dtype), config) for name, dtype in DTYPES.items()}
     assert engines["bfloat16"].runner.cache.k.dtype == torch.bfloat16

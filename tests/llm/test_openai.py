@@ -12,8 +12,8 @@ import openai
 import pytest
 
 from blazerpc import BlazeServer, ServeConfig
-from blazerpc.llm.engine import EngineConfig
-from blazerpc.llm.service import LLMService
+from blazerpc.llm.config import EngineConfig
+from blazerpc.llm_app.service import LLMService
 from tests.conftest import serving, until
 
 
@@ -95,15 +95,15 @@ async def test_cancelled_streams_free_the_engine_and_a_full_engine_is_a_rate_lim
             for stream in streams:
                 await stream.__anext__()
                 await stream.close()
-        assert service.llm is not None
-        await until(lambda: service.llm is not None and service.llm.outstanding == 0)
+        engine = service.door.client
+        await until(lambda: engine.outstanding == 0)
         deadline = time.monotonic() + 5
-        while (stats := await service.llm.stats())["seqs"] and time.monotonic() < deadline:
+        while (stats := await engine.stats()).seqs and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-        assert stats["seqs"] == 0 and stats["free_blocks"] == stats["num_blocks"]
+        assert stats.seqs == 0 and stats.free_blocks == stats.num_blocks
 
         running = [asyncio.create_task(api.completions.create(**body)) for _ in range(3)]  # type: ignore[call-overload]
-        await until(lambda: service.llm is not None and service.llm.outstanding == 3)
+        await until(lambda: engine.outstanding == 3)
         with pytest.raises(openai.RateLimitError, match="the engine is full"):
             await api.completions.create(**body)  # type: ignore[call-overload]
         assert all(len(done.choices[0].text) > 0 for done in await asyncio.gather(*running))

@@ -3,7 +3,7 @@ from __future__ import annotations
 from blazerpc.llm.block_manager import BlockManager
 from blazerpc.llm.sampling import SamplingParams
 from blazerpc.llm.scheduler import Scheduler, SchedulerConfig
-from blazerpc.llm.sequence import Sequence, Status
+from blazerpc.llm.sequence import SeqState, Sequence
 
 
 def seq(n: int) -> Sequence:
@@ -22,7 +22,7 @@ def test_newcomers_prefill_while_running_sequences_decode() -> None:
     a = seq(5)
     sched.add(a)
     decode, prefill = sched.schedule()
-    assert (decode, prefill) == ([], [a]) and a.status is Status.RUNNING
+    assert (decode, prefill) == ([], [a]) and a.state is SeqState.RUNNING
     run_step(decode, prefill)
     b, c = seq(3), seq(4)
     sched.add(b)
@@ -59,9 +59,9 @@ def test_a_full_cache_preempts_the_newest_sequence_and_it_resumes_later() -> Non
     run_step(*sched.schedule())  # both prefilled: 1 block each, now 5 tokens each
     decode, prefill = sched.schedule()  # each needs a second block; only one is free
     assert decode == [a] and prefill == []
-    assert b.status is Status.WAITING and b.block_table == [] and b.num_cached == 0 and sched.waiting[0] is b
+    assert b.state is SeqState.WAITING and b.block_table == [] and b.num_cached == 0 and sched.waiting[0] is b
     run_step(decode, prefill)
-    sched.finish(a, "stop")
+    sched.finish(a)
     assert bm.num_free == 3
     decode, prefill = sched.schedule()
     assert prefill == [b] and b.num_tokens == 5  # re-prefilled with its generated token
@@ -74,6 +74,6 @@ def test_finish_frees_blocks_at_once_from_running_or_waiting() -> None:
     sched.add(a)
     sched.add(b)
     sched.schedule()
-    sched.finish(a, "abort")
-    sched.finish(b, "abort")
-    assert bm.num_free == 8 and sched.num_seqs == 0 and a.finish_reason == "abort"
+    sched.finish(a)
+    sched.finish(b)
+    assert bm.num_free == 8 and sched.num_seqs == 0 and a.state is SeqState.FINISHED

@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from blazerpc import BlazeClient, BlazeError, Status
-from blazerpc.llm.engine import EngineConfig
-from blazerpc.llm.service import LLMService
+from blazerpc.llm.config import EngineConfig
+from blazerpc.llm_app.service import LLMService
 from tests.conftest import ROOT, serving, until
 
 SEED = (ROOT / "tests" / "seeds" / "async-streaming-fastapi.txt").read_text()  # a copy of ../shared/seeds
@@ -74,9 +74,10 @@ def test_invalid_values_get_422_with_a_clear_message(llm_server: tuple[int, int]
     http_port, _ = llm_server
     with httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=60) as http:
         for body, field, text in [
-            ({"prompt": "x", "max_tokens": -5}, "max_tokens", "greater than or equal to 1"),
-            ({"prompt": "x", "temperature": -0.1}, "temperature", "greater than or equal to 0"),
-            ({"prompt": "x", "top_p": 0}, "top_p", "greater than 0"),
+            ({"prompt": "x", "max_tokens": -5}, "max_tokens", "max_tokens must be >= 1"),
+            ({"prompt": "x", "temperature": -0.1}, "temperature", "temperature must be a number >= 0"),
+            ({"prompt": "x", "top_p": 0}, "top_p", "top_p must be in (0, 1]"),
+            ({"prompt": "x", "seed": 2**64}, "seed", "seed must be between"),
             ({"prompt": "word " * 3000}, "prompt", "the context holds 2048"),
         ]:
             reply = http.post("/generate", json=body)
@@ -145,14 +146,14 @@ async def test_a_hundred_cancelled_streams_leave_no_sequence_and_no_block(tiny_d
         for batch in range(10):
             await asyncio.gather(*(cancel_grpc(10 * batch + i) for i in range(5)),
                                  *(cancel_http(10 * batch + i) for i in range(5, 10)))  # fmt: skip
-        assert service.llm is not None
+        engine = service.door.client
         deadline = time.monotonic() + 5
-        stats = await service.llm.stats()
-        while (stats["seqs"] or stats["free_blocks"] != stats["num_blocks"]) and time.monotonic() < deadline:
+        stats = await engine.stats()
+        while (stats.seqs or stats.free_blocks != stats.num_blocks) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-            stats = await service.llm.stats()
-        assert stats["seqs"] == 0 and stats["free_blocks"] == stats["num_blocks"]
-        assert service.llm.outstanding == 0
+            stats = await engine.stats()
+        assert stats.seqs == 0 and stats.free_blocks == stats.num_blocks
+        assert engine.outstanding == 0
 
 
 async def test_requests_beyond_the_queue_get_429(tiny_dir: Path) -> None:
@@ -163,8 +164,7 @@ async def test_requests_beyond_the_queue_get_429(tiny_dir: Path) -> None:
     ):
         body = {"prompt": "go", "max_tokens": 500, "temperature": 0, "ignore_eos": True}
         running = [asyncio.create_task(http.post("/generate", json=body)) for _ in range(2)]
-        assert service.llm is not None
-        await until(lambda: service.llm is not None and service.llm.outstanding == 2)  # one runs, one waits
+        await until(lambda: service.door.client.outstanding == 2)  # one runs, one waits
         reply = await http.post("/generate", json=body)
         assert reply.status_code == 429 and "engine is full" in reply.json()["error"]["message"]
         assert all(r.status_code == 200 for r in await asyncio.gather(*running))

@@ -18,7 +18,7 @@ from ..runtime import Runtime
 from .service import InferenceService, Invoke
 
 
-class _Server(Server):
+class _GrpclibServer(Server):
     """grpclib's server, remembering its connections so shutdown can close them."""
 
     def __init__(self, handlers: list[Any], **kwargs: Any) -> None:
@@ -47,7 +47,7 @@ class GrpcTransport:
         status = ServiceStatus()
         lifecycle.on_change(status.set)
         health = Health({service: [status], OVERALL: [status]})
-        self.server = _Server(ServerReflection.extend([service, health], pool=schema.pool))
+        self.server = _GrpclibServer(ServerReflection.extend([service, health], pool=schema.pool))
         self.port = 0
 
     async def start(self, host: str, port: int, reuse_port: bool = False) -> None:

@@ -14,7 +14,7 @@ from grpclib.const import Status as GStatus
 from grpclib.exceptions import ProtocolError, StreamTerminatedError
 from grpclib.server import Stream
 
-from ..errors import BlazeError, Status, short_error
+from ..errors import BlazeError, Status, status_of
 from ..lifecycle import Lifecycle
 from ..protobuf.codec import encoder, request_decoder
 from ..protobuf.descriptors import Schema, method_path, request_name, response_name
@@ -75,7 +75,7 @@ class InferenceService:
         encode_reply = self._reply_encoder(model)
 
         async def handle(stream: Stream[Any, Any]) -> None:
-            with _status_errors(model, self.lifecycle), self.lifecycle.track():
+            with _grpc_status(model, self.lifecycle), self.lifecycle.track():
                 kwargs = decode(await _recv(stream))
                 reply = encode_reply(await self.invoke(model, kwargs))
             await stream.send_message(reply)
@@ -87,7 +87,7 @@ class InferenceService:
         encode_reply = self._reply_encoder(model)
 
         async def handle(stream: Stream[Any, Any]) -> None:
-            with _status_errors(model, self.lifecycle), self.lifecycle.track():
+            with _grpc_status(model, self.lifecycle), self.lifecycle.track():
                 kwargs = decode(await _recv(stream))
                 async with self.runtime.stream(model, kwargs) as items:
                     sent = 0
@@ -110,23 +110,21 @@ async def _recv(stream: Stream[Any, Any]) -> Any:
     return request
 
 
-class _status_errors:
-    """Turn model errors into gRPC statuses; log unexpected ones once, with the traceback."""
+class _grpc_status:
+    """The error boundary (``status_of``) as a gRPC status."""
 
     def __init__(self, model: ModelInfo, lifecycle: Lifecycle) -> None:
-        self.model = model
+        self.what = f"model {model.name!r}"
         self.lifecycle = lifecycle
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        if isinstance(exc, asyncio.CancelledError) and self.lifecycle.draining:
-            # Cancelled at the end of the grace period: tell the client rather than go quiet.
-            raise GRPCError(GStatus.UNAVAILABLE, "server shut down before the call finished") from None
-        if not isinstance(exc, Exception) or isinstance(exc, (GRPCError, StreamTerminatedError, ProtocolError)):
+        if exc is None or isinstance(exc, (GRPCError, StreamTerminatedError, ProtocolError)):
             return
-        if isinstance(exc, BlazeError):
-            raise GRPCError(GStatus(exc.status.value), exc.message) from None
-        log.exception("model %r failed", self.model.name, exc_info=exc)
-        raise GRPCError(GStatus.INTERNAL, f"model {self.model.name!r} failed: {short_error(exc)}") from None
+        if isinstance(exc, asyncio.CancelledError) and not self.lifecycle.draining:
+            return  # the client cancelled: nobody to tell
+        if isinstance(exc, Exception | asyncio.CancelledError):
+            error = status_of(exc, self.what)
+            raise GRPCError(GStatus(error.status.value), error.message) from None

@@ -11,24 +11,21 @@ from pydantic import BaseModel, create_model
 
 from .. import __version__
 from ..app import BlazeApp
-from ..errors import BlazeError, Status
+from ..errors import BlazeError, Status, status_of
 from ..lifecycle import Lifecycle
 from ..registry import ModelInfo
 from ..runtime import Runtime
-from .models import ErrorBody, request_model, response_model, result_json
-from .sse import SSEResponse, error_body, internal_message
+from .errors import ErrorResponder, blaze_error_body
+from .schemas import ErrorBody, request_model, response_model, result_json
+from .sse import EventStream, model_events
 
 log = logging.getLogger("blazerpc.http")
 
 Invoke = Callable[[ModelInfo, dict[str, Any]], Awaitable[Any]]
-ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (400, 429, 500, 503, 504)}
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (413, 429, 500, 503, 504)}
 
 
-def error_response(exc: BlazeError) -> JSONResponse:
-    return JSONResponse(error_body(exc.status, exc.message), status_code=exc.status.http_status)
-
-
-def build_api(app: BlazeApp, runtime: Runtime, lifecycle: Lifecycle, invoke: Invoke) -> FastAPI:
+def build_api(app: BlazeApp, runtime: Runtime, lifecycle: Lifecycle, invoke: Invoke, errors: ErrorResponder) -> FastAPI:
     api = FastAPI(
         title=app.name,
         version=__version__,
@@ -36,12 +33,7 @@ def build_api(app: BlazeApp, runtime: Runtime, lifecycle: Lifecycle, invoke: Inv
         'when the body has `"stream": true` or the request accepts `text/event-stream`.',
     )
 
-    async def blaze_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, BlazeError)
-        return error_response(exc)
-
-    api.add_exception_handler(BlazeError, blaze_error)
-    api.state.lifecycle = lifecycle  # for routers added with BlazeApp.include_router
+    errors.install(api)
 
     @api.get("/health", tags=["health"])
     async def health() -> dict[str, str]:
@@ -50,11 +42,10 @@ def build_api(app: BlazeApp, runtime: Runtime, lifecycle: Lifecycle, invoke: Inv
 
     @api.get("/ready", tags=["health"], responses={503: {"model": ErrorBody}})
     async def ready() -> Response:
-        """Readiness: 503 until startup hooks finish and again while shutting down."""
+        """Readiness: 503 until startup hooks finish, while the app says it cannot serve, and while shutting down."""
         if lifecycle.serving:
             return JSONResponse({"status": "ready"})
-        state = "shutting down" if lifecycle.draining else "starting"
-        return JSONResponse(error_body(Status.UNAVAILABLE, f"server is {state}"), status_code=503)
+        return JSONResponse(blaze_error_body(BlazeError(Status.UNAVAILABLE, lifecycle.unready_reason)), status_code=503)
 
     @api.get("/models", tags=["models"])
     async def models() -> dict[str, list[dict[str, Any]]]:
@@ -67,13 +58,13 @@ def build_api(app: BlazeApp, runtime: Runtime, lifecycle: Lifecycle, invoke: Inv
         }
 
     for model in app.registry:
-        _add_model_route(api, model, runtime, lifecycle, invoke)
+        _add_model_route(api, model, runtime, invoke)
     for router in app.http_routers:
         api.include_router(router)
     return api
 
 
-def _add_model_route(api: FastAPI, model: ModelInfo, runtime: Runtime, lifecycle: Lifecycle, invoke: Invoke) -> None:
+def _add_model_route(api: FastAPI, model: ModelInfo, runtime: Runtime, invoke: Invoke) -> None:
     names = tuple(f.name for f in model.signature.inputs)
     extra = {}
     if model.streaming and "stream" not in names:
@@ -83,18 +74,23 @@ def _add_model_route(api: FastAPI, model: ModelInfo, runtime: Runtime, lifecycle
     chunk_model = response_model(f"{model.camel}Response", model.signature.output)
     collect_json = result_json(model.collect_output) if model.collect_output is not None else None
 
+    what = f"model {model.name!r}"
+
     async def run_unary(body: BaseModel) -> Response:
-        with _errors(model), lifecycle.track():
+        try:
             result = to_json(await invoke(model, _kwargs(body, names)))
+        except Exception as exc:
+            raise status_of(exc, what) from None
         return JSONResponse(result)
 
     async def run_streaming(body: BaseModel, request: Request) -> Response:
         kwargs = _kwargs(body, names)
         if getattr(body, "stream", False) or "text/event-stream" in request.headers.get("accept", ""):
-            if lifecycle.draining:
-                raise BlazeError(Status.UNAVAILABLE, "server is shutting down")
-            return SSEResponse(model, kwargs, runtime, lifecycle, to_json)
-        with _errors(model), lifecycle.track():
+            try:
+                return EventStream(await model_events(model, kwargs, runtime, to_json))
+            except Exception as exc:
+                raise status_of(exc, what) from None
+        try:
             async with runtime.stream(model, kwargs) as items:
                 chunks = [item async for item in items]
             payload: Any
@@ -102,6 +98,8 @@ def _add_model_route(api: FastAPI, model: ModelInfo, runtime: Runtime, lifecycle
                 payload = collect_json(model.collect(chunks))
             else:
                 payload = {"chunks": [to_json(c) for c in chunks]}
+        except Exception as exc:
+            raise status_of(exc, what) from None
         return JSONResponse(payload)
 
     if model.streaming:
@@ -140,19 +138,3 @@ def _kwargs(body: BaseModel, names: tuple[str, ...]) -> dict[str, Any]:
 def _sse_example(chunk_model: type[BaseModel]) -> str:
     fields = ", ".join(f'"{name}": ...' for name in chunk_model.model_fields)
     return f"data: {{{fields}}}\n\ndata: [DONE]\n\n"
-
-
-class _errors:
-    """Map model exceptions to statuses; log unexpected ones once with the traceback."""
-
-    def __init__(self, model: ModelInfo) -> None:
-        self.model = model
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        if not isinstance(exc, Exception) or isinstance(exc, BlazeError):
-            return
-        log.exception("model %r failed", self.model.name, exc_info=exc)
-        raise BlazeError(Status.INTERNAL, internal_message(self.model, exc)) from None

@@ -12,10 +12,12 @@ import uvicorn
 from ..app import BlazeApp
 from ..lifecycle import Lifecycle
 from ..runtime import Runtime
+from .errors import ErrorResponder
+from .gate import RequestGate
 from .routes import Invoke, build_api
 
 
-class _Server(uvicorn.Server):
+class _UvicornServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield  # BlazeServer owns the signal handlers
@@ -23,12 +25,20 @@ class _Server(uvicorn.Server):
 
 class HttpTransport:
     def __init__(
-        self, app: BlazeApp, runtime: Runtime, lifecycle: Lifecycle, invoke: Invoke, grace: float = 10.0
+        self,
+        app: BlazeApp,
+        runtime: Runtime,
+        lifecycle: Lifecycle,
+        invoke: Invoke,
+        grace: float = 10.0,
+        max_body_bytes: int = 32 * 2**20,
     ) -> None:
-        self.api = build_api(app, runtime, lifecycle, invoke)
+        errors = ErrorResponder(app.http_error_bodies)
+        self.api = build_api(app, runtime, lifecycle, invoke, errors)
+        self.gate = RequestGate(self.api, lifecycle, errors, max_body_bytes)
         self.grace = grace
         self.port = 0
-        self.server: _Server | None = None
+        self.server: _UvicornServer | None = None
         self.task: asyncio.Task[None] | None = None
 
     async def start(self, host: str, port: int, reuse_port: bool = False) -> None:
@@ -44,14 +54,14 @@ class HttpTransport:
         sock.setblocking(False)
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
-            self.api,
+            self.gate,
             http="httptools",
             lifespan="off",
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=int(self.grace) + 1,  # BlazeServer.stop decides; this is a backstop
         )
-        self.server = _Server(config)
+        self.server = _UvicornServer(config)
         self.task = asyncio.create_task(self.server.serve(sockets=[sock]))
         while not self.server.started:
             if self.task.done():

@@ -8,78 +8,17 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import BlazeError, Status
 from .block_manager import BlockManager
+from .config import EngineConfig
 from .loader import LoadedModel
+from .params import SamplingParams
+from .protocol import TokenEvent
 from .runner import ModelRunner
-from .sampling import SamplingParams, StopChecker, sample_rows
+from .sampling import StopChecker, make_generator, sample_rows
 from .scheduler import Scheduler, SchedulerConfig
-from .sequence import Sequence, Status
+from .sequence import Sequence
 from .tokenizer import StreamDecoder
-
-
-def native_bf16(device: str) -> bool:
-    """Whether the hardware multiplies bfloat16 natively (AVX512-BF16 or AMX on CPU)."""
-    if device.startswith("cuda"):
-        return bool(torch.cuda.is_bf16_supported())
-    cpu = torch.cpu
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, hence getattr
-    return any(getattr(cpu, name, lambda: False)() for name in checks)
-
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    max_num_seqs: int = 32
-    max_waiting: int = 256
-    max_prefill_tokens: int = 512
-    max_model_len: int = 2048
-    kv_cache_mb: int = 1024
-    block_size: int = 16
-    device: str = "auto"  # "auto": CUDA when torch sees a GPU, else CPU
-    dtype: str = "auto"  # "auto": bfloat16 where the hardware has bf16 instructions, else float32
-
-    @property
-    def torch_device(self) -> str:
-        if self.device != "auto":
-            return self.device
-        return "cuda" if torch.cuda.is_available() else "cpu"
-
-    @property
-    def torch_dtype(self) -> torch.dtype:
-        if self.dtype == "auto":
-            return torch.bfloat16 if native_bf16(self.torch_device) else torch.float32
-        return DTYPES[self.dtype]
-
-    def __post_init__(self) -> None:
-        if self.dtype != "auto" and self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be auto, {', '.join(DTYPES)}; got {self.dtype!r}")
-        if self.kv_cache_mb < 1 or self.block_size < 1 or self.max_model_len < 2:
-            raise ValueError("kv_cache_mb and block_size must be >= 1, and max_model_len >= 2")
-
-    def num_blocks(self, bytes_per_token: int) -> int:
-        blocks = self.kv_cache_mb * 2**20 // (bytes_per_token * self.block_size)
-        needed = -(-self.max_model_len // self.block_size)
-        if blocks < needed:
-            raise ValueError(
-                f"kv_cache_mb={self.kv_cache_mb} holds {blocks * self.block_size} tokens, fewer than one "
-                f"max_model_len={self.max_model_len} sequence; raise kv_cache_mb or lower max_model_len"
-            )
-        return int(blocks)
-
-
-@dataclass(frozen=True)
-class TokenEvent:
-    """One generated token of one sequence; ``text`` may be "" while a character or stop string completes."""
-
-    seq_id: int
-    token_id: int
-    text: str
-    step_ms: float
-    prefill: bool  # produced by this sequence's prefill (its first token)
-    finish_reason: str | None = None
-
 
 Listener = Callable[[TokenEvent], None]
 
@@ -105,7 +44,7 @@ class LLMEngine:
         bytes_per_token = 2 * mc.n_layers * mc.n_kv_heads * mc.head_dim * kv_bytes
         self.blocks = BlockManager(self.config.num_blocks(bytes_per_token), self.config.block_size)
         self.scheduler = Scheduler(
-            SchedulerConfig(self.config.max_num_seqs, self.config.max_prefill_tokens, self.config.max_waiting),
+            SchedulerConfig(max_num_seqs=self.config.max_num_seqs, max_prefill_tokens=self.config.max_prefill_tokens),
             self.blocks,
         )
         self.runner = ModelRunner(self.model, self.blocks, str(next(self.model.parameters()).device))
@@ -113,18 +52,25 @@ class LLMEngine:
         self.states: dict[int, _Decoding] = {}
 
     def add(self, seq: Sequence, listener: Listener) -> None:
-        if seq.num_tokens >= self.max_len:
-            raise ValueError(f"prompt of {seq.num_tokens} tokens leaves no room in a {self.max_len}-token context")
-        self.seqs[seq.seq_id] = seq
-        self.states[seq.seq_id] = _Decoding(
-            self.tokenizer.stream_decoder(), StopChecker(seq.params.stop), seq.params.generator(), listener
+        """Queue ``seq``; a request the engine cannot run raises a ``BlazeError`` and leaves nothing behind."""
+        if not seq.prompt_ids or seq.num_tokens >= self.max_len:
+            raise BlazeError(
+                Status.INVALID_ARGUMENT,
+                f"a prompt of {seq.num_tokens} tokens leaves no room in the {self.max_len}-token context",
+            )
+        if seq.seq_id in self.seqs:
+            raise BlazeError(Status.ALREADY_EXISTS, f"sequence {seq.seq_id} is already running")
+        state = _Decoding(
+            self.tokenizer.stream_decoder(), StopChecker(seq.params.stop), make_generator(seq.params), listener
         )
+        self.seqs[seq.seq_id] = seq  # only once everything above succeeded
+        self.states[seq.seq_id] = state
         self.scheduler.add(seq)
 
     def abort(self, seq_id: int) -> None:
         seq = self.seqs.pop(seq_id, None)
         if seq is not None:
-            self.scheduler.finish(seq, "abort")
+            self.scheduler.finish(seq)
             self.states.pop(seq_id, None)
 
     @property
@@ -142,12 +88,13 @@ class LLMEngine:
         step_ms = (time.perf_counter() - started) * 1000
         states = [self.states[seq.seq_id] for seq in seqs]
         tokens = sample_rows(logits, [seq.params for seq in seqs], [state.generator for state in states])
-        for row, (seq, state, token) in enumerate(zip(seqs, states, tokens, strict=True)):
-            self._advance(seq, state, token, step_ms, prefill=row >= len(decode))
+        for seq, state, token in zip(seqs, states, tokens, strict=True):
+            self._advance(seq, state, token, step_ms)
         return len(seqs)
 
-    def _advance(self, seq: Sequence, state: _Decoding, token: int, step_ms: float, prefill: bool) -> None:
+    def _advance(self, seq: Sequence, state: _Decoding, token: int, step_ms: float) -> None:
         seq.output_ids.append(token)
+        first = len(seq.output_ids) == 1  # a preempted sequence's second prefill is not its first token
         reason = None
         if token in self.tokenizer.eos_ids and not seq.params.ignore_eos:
             text, reason = state.stop.flush() + state.decoder.flush(), "stop"
@@ -159,10 +106,14 @@ class LLMEngine:
                 reason = "length"
                 text += state.stop.feed(state.decoder.flush())[0] + state.stop.flush()
         if reason is not None:
-            self.scheduler.finish(seq, reason)
+            self.scheduler.finish(seq)
             del self.seqs[seq.seq_id]
             del self.states[seq.seq_id]
-        state.listener(TokenEvent(seq.seq_id, token, text, step_ms, prefill, reason))
+        state.listener(
+            TokenEvent(
+                seq_id=seq.seq_id, token_id=token, text=text, step_ms=step_ms, prefill=first, finish_reason=reason
+            )
+        )
 
     def generate(self, prompt_ids: list[int], params: SamplingParams) -> list[TokenEvent]:
         """Run one request to the end (for scripts and tests)."""
@@ -173,4 +124,4 @@ class LLMEngine:
         return events
 
 
-__all__ = ["EngineConfig", "LLMEngine", "Sequence", "Status", "TokenEvent"]
+__all__ = ["EngineConfig", "LLMEngine", "Sequence", "TokenEvent"]

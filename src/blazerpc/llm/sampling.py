@@ -3,40 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
+from .params import SamplingParams
 
-@dataclass(frozen=True)
-class SamplingParams:
-    """How to pick tokens and when to stop. ``temperature=0`` is greedy."""
 
-    max_tokens: int = 128
-    temperature: float = 0.7
-    top_p: float = 1.0
-    top_k: int = 0
-    seed: int | None = None
-    stop: tuple[str, ...] = field(default_factory=tuple)
-    ignore_eos: bool = False
-
-    def __post_init__(self) -> None:
-        if self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0 (0 turns it off), got {self.top_k}")
-        if any(not s for s in self.stop):
-            raise ValueError("stop strings must not be empty")
-
-    def generator(self) -> torch.Generator | None:
-        if self.seed is None:
-            return None
-        return torch.Generator().manual_seed(self.seed)
+def make_generator(params: SamplingParams) -> torch.Generator | None:
+    """The request's own random generator: seeded, so its tokens repeat in any batch."""
+    if params.seed is None:
+        return None
+    return torch.Generator().manual_seed(params.seed)
 
 
 def greedy(logits: Tensor) -> int:

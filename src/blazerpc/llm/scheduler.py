@@ -6,17 +6,16 @@ from collections import deque
 from dataclasses import dataclass
 
 from .block_manager import BlockManager
-from .sequence import Sequence, Status
+from .sequence import SeqState, Sequence
 
 
 @dataclass(frozen=True)
 class SchedulerConfig:
     max_num_seqs: int = 32
-    max_prefill_tokens: int = 2048  # per step; a longer prompt still runs, alone
-    max_waiting: int = 256
+    max_prefill_tokens: int = 512  # per step; a longer prompt still runs, alone
 
     def __post_init__(self) -> None:
-        for name in ("max_num_seqs", "max_prefill_tokens", "max_waiting"):
+        for name in ("max_num_seqs", "max_prefill_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -66,26 +65,25 @@ class Scheduler:
                 break
             self.waiting.popleft()
             self.blocks.allocate(seq)
-            seq.status = Status.RUNNING
+            seq.state = SeqState.RUNNING
             prefill.append(seq)
             budget -= seq.num_tokens
         self.running.extend(prefill)
         return decode, prefill
 
-    def finish(self, seq: Sequence, reason: str) -> None:
+    def finish(self, seq: Sequence) -> None:
         """Take the sequence out (finished, aborted) and free its blocks at once."""
-        if seq.status is Status.FINISHED:
+        if seq.state is SeqState.FINISHED:
             return
         if seq in self.running:
             self.running.remove(seq)
         elif seq in self.waiting:
             self.waiting.remove(seq)
         self.blocks.release(seq)
-        seq.status = Status.FINISHED
-        seq.finish_reason = reason
+        seq.state = SeqState.FINISHED
 
     def _preempt(self, seq: Sequence) -> None:
         self.blocks.release(seq)
         seq.num_cached = 0
-        seq.status = Status.WAITING
+        seq.state = SeqState.WAITING
         self.waiting.appendleft(seq)

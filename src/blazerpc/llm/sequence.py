@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import enum
 import itertools
-import time
 from dataclasses import dataclass, field
 
-from .sampling import SamplingParams
+from .params import SamplingParams
 
 _ids = itertools.count()
 
 
-class Status(enum.Enum):
+class SeqState(enum.Enum):
     WAITING = "waiting"
     RUNNING = "running"
     FINISHED = "finished"
@@ -24,11 +23,9 @@ class Sequence:
     params: SamplingParams
     seq_id: int = field(default_factory=lambda: next(_ids))
     output_ids: list[int] = field(default_factory=list)
-    status: Status = Status.WAITING
+    state: SeqState = SeqState.WAITING
     block_table: list[int] = field(default_factory=list)
     num_cached: int = 0  # tokens whose K/V are in the cache
-    finish_reason: str | None = None
-    arrived: float = field(default_factory=time.perf_counter)
 
     @property
     def num_tokens(self) -> int:

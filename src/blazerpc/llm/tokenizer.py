@@ -107,7 +107,9 @@ class LlamaTokenizer:
         return cls(tok, token_id(config.get("bos_token")), eos_ids, config.get("chat_template"), False)
 
     def encode(self, text: str) -> list[int]:
-        ids: list[int] = self.tokenizer.encode(text, add_special_tokens=False).ids
+        # encode_batch releases the GIL while it works (encode does not): a thread tokenizing a
+        # long prompt leaves the event loop free.
+        ids: list[int] = self.tokenizer.encode_batch([text], add_special_tokens=False)[0].ids
         if self.add_bos and self.bos_id is not None:
             ids = [self.bos_id, *ids]
         return ids

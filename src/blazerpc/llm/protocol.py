@@ -1,0 +1,80 @@
+"""The messages between the server process and the engine process: small frozen records.
+
+The server sends commands (``AddRequest``, ``AbortRequest``, ``StatsRequest``, ``Shutdown``);
+the engine answers ``EngineReady`` or ``EngineFailed`` once after loading, then one list of
+events (``TokenEvent``, ``RequestFailed``, ``EngineStats``) per step. Importable without torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import Status
+from .params import SamplingParams
+
+
+@dataclass(frozen=True, slots=True)
+class AddRequest:
+    seq_id: int
+    prompt_ids: list[int]
+    params: SamplingParams
+
+
+@dataclass(frozen=True, slots=True)
+class AbortRequest:
+    seq_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatsRequest:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    pass
+
+
+Command = AddRequest | AbortRequest | StatsRequest | Shutdown
+
+
+@dataclass(frozen=True, slots=True)
+class EngineReady:
+    model_name: str
+    max_len: int  # context length: prompt + answer
+
+
+@dataclass(frozen=True, slots=True)
+class EngineFailed:
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class TokenEvent:
+    """One generated token of one sequence; ``text`` may be "" while a character or stop string completes."""
+
+    seq_id: int
+    token_id: int
+    text: str
+    step_ms: float
+    prefill: bool  # the sequence's first token, made by its prompt's prefill
+    finish_reason: str | None = None  # on the last: "stop" or "length"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFailed:
+    """The engine could not run a request; it holds nothing of it any more."""
+
+    seq_id: int
+    status: Status
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStats:
+    seqs: int  # running or waiting
+    free_blocks: int
+    num_blocks: int
+
+
+Event = TokenEvent | RequestFailed | EngineStats

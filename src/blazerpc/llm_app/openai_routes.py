@@ -1,0 +1,148 @@
+"""OpenAI-compatible routes over the front door: ``/v1/models``, ``/v1/completions``,
+``/v1/chat/completions``, streaming or not (as vLLM serves them; the ``openai`` SDK works).
+
+Errors, here and from the server itself under ``/v1`` (validation, 413, 503 while draining),
+use OpenAI's error object (``openai_error_body``) with the server's statuses: 422 for a bad
+request, 404 for an unknown model, 429 when the engine is full, 503 while it restarts.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from starlette.responses import Response
+
+from ..errors import BlazeError, Status, status_of
+from ..http.sse import DONE, EventStream, sse_event
+from ..llm.protocol import TokenEvent
+from .front_door import FrontDoor, Generation
+from .openai_schemas import ChatRequest, CompletionRequest, OpenAIRequest
+
+_TYPES = {
+    Status.INVALID_ARGUMENT: "invalid_request_error",
+    Status.NOT_FOUND: "invalid_request_error",
+    Status.UNAUTHENTICATED: "authentication_error",
+    Status.PERMISSION_DENIED: "permission_error",
+    Status.RESOURCE_EXHAUSTED: "rate_limit_error",
+}
+
+
+def openai_error_body(error: BlazeError) -> dict[str, Any]:
+    """OpenAI's error object: ``{"error": {"message", "type", "param", "code"}}``."""
+    codes = {Status.NOT_FOUND: "model_not_found", Status.RESOURCE_EXHAUSTED: "rate_limit_exceeded"}
+    return {
+        "error": {
+            "message": error.message,
+            "type": _TYPES.get(error.status, "server_error"),
+            "param": error.param,
+            "code": codes.get(error.status),
+        }
+    }
+
+
+def openai_router(door: FrontDoor) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
+
+    @router.get("/models")
+    async def models() -> dict[str, Any]:
+        """The served model, as OpenAI lists models."""
+        return {"object": "list", "data": [{"id": door.model_name, "object": "model", "owned_by": "blazerpc"}]}
+
+    @router.post("/completions", response_model=None)
+    async def completions(body: CompletionRequest) -> Response:
+        """Text completion of ``prompt``; ``stream: true`` answers Server-Sent Events."""
+        check_model(body)
+        generation = await door.generate(body.prompt, max_tokens=body.max_tokens, **body.sampling())
+        return await respond(body, Answer(door.model_name, False, generation.prompt_tokens), generation)
+
+    @router.post("/chat/completions", response_model=None)
+    async def chat_completions(body: ChatRequest) -> Response:
+        """The assistant's next message, through the model's chat template."""
+        check_model(body)
+        messages = [m.model_dump() for m in body.messages]
+        max_tokens = body.max_completion_tokens or body.max_tokens
+        generation = await door.generate(messages, max_tokens=max_tokens, **body.sampling())
+        return await respond(body, Answer(door.model_name, True, generation.prompt_tokens), generation)
+
+    def check_model(body: OpenAIRequest) -> None:
+        if body.model != door.model_name:
+            message = f"The model `{body.model}` does not exist; this server has `{door.model_name}`"
+            raise BlazeError(Status.NOT_FOUND, message, param="model")
+
+    return router
+
+
+async def respond(body: OpenAIRequest, answer: Answer, generation: Generation) -> Response:
+    """The whole answer, or its stream once the first token is there (an error before it is a real status)."""
+    try:
+        first = await anext(generation.events)
+        if not body.stream:
+            return JSONResponse(await answer.whole(first, generation.events))
+    except BaseException:
+        await generation.aclose()
+        raise
+    usage = body.stream_options is not None and body.stream_options.include_usage
+    return EventStream(answer.stream(first, generation, usage))
+
+
+class Answer:
+    """Shapes one request's token events as OpenAI chunks or as one completion."""
+
+    def __init__(self, model: str, chat: bool, prompt_tokens: int) -> None:
+        self.model, self.chat, self.prompt_tokens = model, chat, prompt_tokens
+        self.id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self.completion_tokens = 0
+
+    def envelope(self, choices: list[dict[str, Any]], chunk: bool) -> dict[str, Any]:
+        kind = ("chat.completion" if self.chat else "text_completion") + (".chunk" if chunk and self.chat else "")
+        return {"id": self.id, "object": kind, "created": self.created, "model": self.model, "choices": choices}
+
+    def usage(self) -> dict[str, int]:
+        total = self.prompt_tokens + self.completion_tokens
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens, "total_tokens": total}
+
+    async def whole(self, first: TokenEvent, rest: AsyncIterator[TokenEvent]) -> dict[str, Any]:
+        parts, reason = [first.text], first.finish_reason
+        self.completion_tokens = 1
+        async for event in rest:
+            parts.append(event.text)
+            reason = event.finish_reason
+            self.completion_tokens += 1
+        text = "".join(parts)
+        choice: dict[str, Any] = {"index": 0, "finish_reason": reason or "length"}
+        if self.chat:
+            choice["message"] = {"role": "assistant", "content": text}
+        else:
+            choice |= {"text": text, "logprobs": None}
+        return self.envelope([choice], chunk=False) | {"usage": self.usage()}
+
+    async def stream(self, first: TokenEvent, generation: Generation, usage: bool) -> AsyncGenerator[bytes]:
+        """The chunks; an error mid-stream is a last chunk with OpenAI's error object, then ``[DONE]``."""
+        try:
+            if self.chat:  # the role comes first, on its own
+                yield sse_event(
+                    self.envelope([{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}], True)
+                )
+            event: TokenEvent | None = first
+            while event is not None:
+                self.completion_tokens += 1
+                choice: dict[str, Any] = {"index": 0, "finish_reason": event.finish_reason}
+                if self.chat:
+                    choice["delta"] = {"content": event.text}
+                else:
+                    choice |= {"text": event.text, "logprobs": None}
+                yield sse_event(self.envelope([choice], chunk=True))
+                event = await anext(generation.events, None)
+            if usage:
+                yield sse_event(self.envelope([], chunk=True) | {"usage": self.usage()})
+        except Exception as exc:
+            yield sse_event(openai_error_body(status_of(exc, "an OpenAI stream")))
+        finally:
+            await generation.aclose()
+        yield DONE
