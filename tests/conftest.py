@@ -17,6 +17,7 @@ import pytest
 from blazerpc import BlazeApp, BlazeServer, ServeConfig
 
 ROOT = Path(__file__).resolve().parent.parent
+pytest_plugins = ["tests.llm_fixtures"]  # the tiny model and `blaze llm` with the default model
 
 
 @contextlib.asynccontextmanager

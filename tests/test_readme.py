@@ -26,11 +26,11 @@ def test_readme_starts_with_the_two_make_commands() -> None:
 
 
 def test_readme_llm_commands_are_the_seed_commands() -> None:
-    from tests.llm.test_service import seed_commands
+    from tests.llm_app.test_generate import seed_commands
 
     llm_block = blocks("bash")[5]
     curls = [line for line in llm_block.splitlines() if line.startswith("curl")]
-    assert curls == seed_commands()  # and tests/llm/test_service.py runs those against blaze llm
+    assert curls == seed_commands()  # and tests/llm_app/test_generate.py runs those against blaze llm
     assert "blaze llm --demo" in blocks("bash")[4] and "blaze llm --port 5000" in blocks("bash")[4]
 
 

@@ -96,6 +96,11 @@ def status_of(exc: BaseException, what: str) -> BlazeError:
     return BlazeError(Status.INTERNAL, f"{what} failed: {short_error(exc)}")
 
 
+def shorten(text: str, limit: int = 64) -> str:
+    """``text``, or its first ``limit`` characters and its length: how an error quotes a client's value."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def short_error(exc: BaseException, limit: int = 200) -> str:
     """A one-line description of an unexpected exception, safe to send to a client."""
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

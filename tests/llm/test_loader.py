@@ -15,7 +15,7 @@ from blazerpc.llm.engine import EngineConfig, LLMEngine
 from blazerpc.llm.loader import load
 from blazerpc.llm.sampling import SamplingParams
 from blazerpc.llm.tokenizer import LlamaTokenizer
-from tests.llm.conftest import TINY, tiny_weights, write_tiny_hf
+from tests.llm_fixtures import TINY, tiny_weights, write_tiny_hf
 
 
 def permute(w: np.ndarray, n_heads: int) -> np.ndarray:

@@ -16,9 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from ..app import ErrorBody
-from ..errors import BlazeError, Status
-
-MAX_ECHO = 64  # characters of an offending value a validation error may quote
+from ..errors import BlazeError, Status, shorten
 
 
 def blaze_error_body(error: BlazeError) -> dict[str, Any]:
@@ -79,9 +77,5 @@ def short_detail(error: Mapping[str, Any]) -> dict[str, Any]:
     if value is None or isinstance(value, (bool, int, float)):
         detail["input"] = value
     elif isinstance(value, str):
-        detail["input"] = shorten(value, MAX_ECHO)
+        detail["input"] = shorten(value)
     return detail
-
-
-def shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"

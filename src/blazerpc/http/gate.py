@@ -17,8 +17,8 @@ from .errors import ErrorResponder
 READ_ONLY = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(BaseException):
+    """A BaseException: FastAPI turns any Exception raised while it reads a body into a 400."""
 
 
 class RequestGate:

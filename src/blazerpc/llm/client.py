@@ -286,7 +286,7 @@ class EngineClient:
         self._engine = None
         log.error("the engine process (pid %s) died: %s", engine.pid, engine.exit_description)
         self._fail_all(Status.UNAVAILABLE, f"the engine process died ({engine.exit_description}); retry shortly")
-        self._restarter = asyncio.get_running_loop().create_task(self._restart_loop(engine.exit_description))
+        self._after_death(engine.exit_description)
 
     def _fail_all(self, status: Status, message: str) -> None:
         for seq_id, events in self._queues.items():
@@ -297,29 +297,28 @@ class EngineClient:
                 future.set_exception(BlazeError(status, message))
         self._stats.clear()
 
-    async def _restart_loop(self, why: str) -> None:
-        while True:
-            now = time.monotonic()
-            self._deaths.append(now)
-            while self._deaths and self._deaths[0] < now - self.restart.window_s:
-                self._deaths.popleft()
-            if len(self._deaths) > self.restart.max_restarts:
-                message = (
-                    f"the engine died {len(self._deaths)} times within {self.restart.window_s:g} s "
-                    f"(last: {why}); giving up"
-                )
-                log.error("%s", message)
-                self._set_state(EngineState.FAILED, message)
-                return
-            delay = min(self.restart.backoff_s * 2 ** (len(self._deaths) - 1), self.restart.max_backoff_s)
-            self._set_state(EngineState.RESTARTING, f"the engine died ({why}); restarting in {delay:.1f} s")
-            await asyncio.sleep(delay)
-            try:
-                await self._spawn()
-                return
-            except RuntimeError as exc:
-                why = str(exc)
-                log.error("engine restart failed: %s", why)
+    def _after_death(self, why: str) -> None:
+        """Count the death; restart after a backoff, or give up if the window holds too many."""
+        now = time.monotonic()
+        self._deaths.append(now)
+        while self._deaths and self._deaths[0] < now - self.restart.window_s:
+            self._deaths.popleft()
+        if len(self._deaths) > self.restart.max_restarts:
+            message = f"the engine died {len(self._deaths)} times within {self.restart.window_s:g} s (last: {why})"
+            log.error("%s; giving up", message)
+            self._set_state(EngineState.FAILED, message)
+            return
+        delay = min(self.restart.backoff_s * 2 ** (len(self._deaths) - 1), self.restart.max_backoff_s)
+        self._set_state(EngineState.RESTARTING, f"the engine died ({why}); restarting in {delay:.1f} s")
+        self._restarter = asyncio.get_running_loop().create_task(self._restart_after(delay))
+
+    async def _restart_after(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        try:
+            await self._spawn()
+        except RuntimeError as exc:
+            log.error("engine restart failed: %s", exc)
+            self._after_death(str(exc))
 
     def _set_state(self, state: EngineState, why: str) -> None:
         if state is self.state:

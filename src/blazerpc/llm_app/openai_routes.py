@@ -17,7 +17,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
-from ..errors import BlazeError, Status, status_of
+from ..errors import BlazeError, Status, shorten, status_of
 from ..http.sse import DONE, EventStream, sse_event
 from ..llm.protocol import TokenEvent
 from .front_door import FrontDoor, Generation
@@ -71,7 +71,7 @@ def openai_router(door: FrontDoor) -> APIRouter:
 
     def check_model(body: OpenAIRequest) -> None:
         if body.model != door.model_name:
-            message = f"The model `{body.model}` does not exist; this server has `{door.model_name}`"
+            message = f"The model `{shorten(body.model)}` does not exist; this server has `{door.model_name}`"
             raise BlazeError(Status.NOT_FOUND, message, param="model")
 
     return router

@@ -1,4 +1,5 @@
-"""A tiny random-weight Llama with the default model's tokenizer, as a Hugging Face directory."""
+"""LLM fixtures: a tiny random-weight Llama with the default model's tokenizer (a Hugging Face
+directory), and ``blaze llm`` serving the default model."""
 
 from __future__ import annotations
 
