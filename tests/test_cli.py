@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -24,6 +25,12 @@ def test_help_lists_the_commands() -> None:
     )
     for option in ("--port", "--http-port", "--workers", "--reload", "--grace-period", "--no-grpc", "--no-http"):
         assert option in serve.stdout
+    llm = subprocess.run(
+        [sys.executable, "-m", "blazerpc.cli", "llm", "--help"],
+        capture_output=True, text=True, check=True, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    for option in ("--max-body-mb", "--startup-timeout", "--max-engine-restarts", "--engine-restart-window"):
+        assert option in llm.stdout
 
 
 def test_serve_answers_both_transports_and_stops_cleanly_on_sigterm(process_cleanup: list) -> None:
