@@ -10,6 +10,7 @@ This module imports torch only inside ``engine_main``: the server process never 
 from __future__ import annotations
 
 import logging
+import signal
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
 
@@ -38,6 +39,9 @@ log = logging.getLogger("blazerpc.llm")
 
 def engine_main(conn: Connection, model_path: str, config: EngineConfig) -> None:
     """Entry point of the engine process: load, say ``EngineReady`` (or ``EngineFailed``), serve."""
+    # Ctrl-C in a terminal reaches the whole process group; the server decides when the engine
+    # stops (after its grace period), by ``Shutdown`` or by closing the pipe.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     import torch
 
     from .device import torch_device, torch_dtype
