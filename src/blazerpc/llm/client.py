@@ -1,8 +1,7 @@
 """``EngineClient``: the asyncio face of the engine process, which it starts, watches and restarts.
 
-The event loop never touches the pipe: a writer thread sends commands (a full pipe blocks that
-thread, not the loop) and a reader thread receives each step's events and hands them to the
-loop in one call. When the engine process dies, every request in flight ends at once with
+Each incarnation of the engine is an ``EngineChannel`` (the event loop never touches its pipe).
+When the engine process dies, every request in flight ends at once with
 UNAVAILABLE, and the engine is started again after a backoff; more than ``max_restarts`` deaths
 within ``window_s`` seconds give up (the server then exits, so an orchestrator replaces it).
 """
@@ -13,10 +12,6 @@ import asyncio
 import enum
 import itertools
 import logging
-import multiprocessing
-import queue
-import signal
-import threading
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, Callable
@@ -26,18 +21,16 @@ from typing import Any
 
 from ..errors import BlazeError, Status
 from .config import EngineConfig
-from .engine_process import engine_main
+from .engine_channel import EngineChannel
 from .params import SamplingParams
 from .protocol import (
     AbortRequest,
     AddRequest,
-    Command,
     EngineFailed,
     EngineReady,
     EngineStats,
     Event,
     RequestFailed,
-    Shutdown,
     StatsRequest,
     TokenEvent,
 )
@@ -74,72 +67,6 @@ class EngineState(enum.Enum):
 StateListener = Callable[[EngineState, str], None]
 
 
-class _EngineProcess:
-    """One incarnation of the engine: the process, its pipe, and the threads that move messages."""
-
-    def __init__(
-        self, model_path: str, config: EngineConfig, on_message: Callable[[_EngineProcess, Any], None]
-    ) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(
-            target=engine_main, args=(child, model_path, config), daemon=True, name="blaze-llm-engine"
-        )
-        self.process.start()
-        child.close()  # so that our end reads EOF when the engine dies
-        self.on_message = on_message
-        self.commands: queue.SimpleQueue[Command | None] = queue.SimpleQueue()
-        self.ready: asyncio.Future[EngineReady] = asyncio.get_running_loop().create_future()
-        self.exit_description = ""
-        self._loop = asyncio.get_running_loop()
-        threading.Thread(target=self._write, name="blaze-engine-writer", daemon=True).start()
-        threading.Thread(target=self._read, name="blaze-engine-reader", daemon=True).start()
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid
-
-    def send(self, command: Command) -> None:
-        self.commands.put(command)
-
-    def _write(self) -> None:
-        while (command := self.commands.get()) is not None:
-            try:
-                self.conn.send(command)
-            except OSError:  # the engine died; the reader reports it
-                return
-
-    def _read(self) -> None:
-        try:
-            while True:
-                message = self.conn.recv()
-                self._loop.call_soon_threadsafe(self.on_message, self, message)
-        except (EOFError, OSError):
-            pass
-        self.process.join(5)
-        self.exit_description = describe_exit(self.process.exitcode)
-        self.commands.put(None)
-        self._loop.call_soon_threadsafe(self.on_message, self, None)  # None: the process is gone
-
-    def close(self, timeout: float) -> None:
-        """Ask the engine to stop, wait up to ``timeout`` seconds, then kill it (blocking: run in a thread)."""
-        self.send(Shutdown())
-        self.process.join(timeout)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join(5)
-        self.commands.put(None)
-        self.conn.close()
-
-
-def describe_exit(exitcode: int | None) -> str:
-    if exitcode is None:
-        return "still running"
-    if exitcode < 0:
-        return f"killed by {signal.Signals(-exitcode).name}"
-    return f"exit code {exitcode}"
-
-
 class EngineClient:
     """Streams token events of the engine process to asyncio callers; restarts the engine when it dies."""
 
@@ -156,7 +83,7 @@ class EngineClient:
         self.on_state = on_state or (lambda state, why: None)
         self.state = EngineState.STOPPED
         self.info: EngineReady | None = None
-        self._engine: _EngineProcess | None = None
+        self._engine: EngineChannel | None = None
         self._ids = itertools.count()
         self._queues: dict[int, asyncio.Queue[TokenEvent | RequestFailed]] = {}
         self._stats: list[asyncio.Future[EngineStats]] = []
@@ -237,7 +164,7 @@ class EngineClient:
         return BlazeError(Status.UNAVAILABLE, why, retry_after=2 if self.state is EngineState.RESTARTING else None)
 
     async def _spawn(self) -> EngineReady:
-        engine = _EngineProcess(self.model_path, self.config, self._on_message)
+        engine = EngineChannel(self.model_path, self.config, self._on_message)
         self._engine = engine
         try:
             info = await engine.ready
@@ -249,7 +176,7 @@ class EngineClient:
         self._set_state(EngineState.READY, f"model {info.model_name} loaded (engine pid {engine.pid})")
         return info
 
-    def _on_message(self, engine: _EngineProcess, message: Any) -> None:
+    def _on_message(self, engine: EngineChannel, message: Any) -> None:
         if isinstance(message, list):
             self._dispatch(message)
         elif isinstance(message, EngineReady):
@@ -275,7 +202,7 @@ class EngineClient:
             if events_of is not None:  # else: its caller left meanwhile
                 events_of.put_nowait(event)
 
-    def _on_exit(self, engine: _EngineProcess) -> None:
+    def _on_exit(self, engine: EngineChannel) -> None:
         if not engine.ready.done():  # died while loading: _spawn's caller decides
             engine.ready.set_exception(
                 RuntimeError(f"the engine process died while loading ({engine.exit_description})")
