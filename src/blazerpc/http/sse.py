@@ -109,12 +109,11 @@ class _ModelEvents:
 async def _frames(
     model: ModelInfo, first: Any, items: AsyncIterator[Any], to_json: Callable[[Any], Any]
 ) -> AsyncGenerator[bytes]:
-    dumps = json.dumps
     try:
         if first is not _END:
-            yield f"data: {dumps(to_json(first), ensure_ascii=False)}\n\n".encode()
+            yield sse_event(to_json(first))
             async for item in items:
-                yield f"data: {dumps(to_json(item), ensure_ascii=False)}\n\n".encode()
+                yield sse_event(to_json(item))
     except Exception as exc:
         yield sse_event(blaze_error_body(status_of(exc, f"model {model.name!r}")))
     yield DONE
