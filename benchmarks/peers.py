@@ -123,7 +123,9 @@ async def stream_one(http: httpx.AsyncClient, model: str, i: int) -> tuple[float
 
 
 async def level(server: Server, clients: int, requests: int, offset: int) -> dict[str, float]:
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}", timeout=600) as http:
+    # A new connection per request: llama-server closes kept-alive connections after a few requests.
+    no_keepalive = httpx.Limits(max_keepalive_connections=0)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}", timeout=600, limits=no_keepalive) as http:
 
         async def client(c: int) -> list[tuple[float, list[float]]]:
             return [await stream_one(http, server.model, offset + c * requests + r) for r in range(requests)]
