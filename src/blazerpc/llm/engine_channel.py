@@ -34,7 +34,8 @@ class EngineChannel:
         self.exit_description = ""
         self._loop = asyncio.get_running_loop()
         threading.Thread(target=self._write, name="blaze-engine-writer", daemon=True).start()
-        threading.Thread(target=self._read, name="blaze-engine-reader", daemon=True).start()
+        self._reader = threading.Thread(target=self._read, name="blaze-engine-reader", daemon=True)
+        self._reader.start()
 
     @property
     def pid(self) -> int | None:
@@ -65,10 +66,12 @@ class EngineChannel:
     def close(self, timeout: float) -> None:
         """Ask the engine to stop, wait up to ``timeout`` seconds, then kill it (blocking: run in a thread)."""
         self.send(Shutdown())
-        self.process.join(timeout)
-        if self.process.is_alive():
+        # The reader reaps the process once its pipe closes; a second thread waiting on the same
+        # child could reap it first and leave the reader without the exit code.
+        self._reader.join(timeout)
+        if self._reader.is_alive():
             self.process.kill()
-            self.process.join(5)
+            self._reader.join(10)
         self.commands.put(None)
         self.conn.close()
 

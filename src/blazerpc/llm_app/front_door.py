@@ -58,8 +58,9 @@ class FrontDoor:
         self.max_token_bytes = 0
         self._started = asyncio.Event()
         # Tokenizers' encode_batch releases the GIL (encode does not: 70 ms of a 200 KB prompt
-        # stalled the loop); a pool of its own keeps it off the model threads.
-        self._pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="blaze-tokenize")
+        # stalled the loop). One thread: with two tokenizing long prompts at once, both cores were
+        # busy and /health's p99 reached ~50 ms; with one, a core stays for the event loop.
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="blaze-tokenize")
 
     @property
     def model_name(self) -> str:
