@@ -26,7 +26,7 @@ class TensorSpec:
         return bool(self.dims) and self.dims[0] == "batch"
 
     def check(self, array: npt.NDArray[Any], name: str) -> None:
-        """Raise InvalidArgument unless ``array`` has this dtype, rank and fixed dims."""
+        """Raise InvalidArgument unless ``array`` has this dtype, rank and fixed dims, and finite floats."""
         if array.dtype != self.dtype:
             raise InvalidArgument(f"{name}: expected dtype {self.dtype.name}, got {array.dtype.name}")
         if array.ndim != len(self.dims):
@@ -38,6 +38,10 @@ class TensorSpec:
                 raise InvalidArgument(
                     f"{name}: dim {axis} must be {want} {self.describe()}, got shape {list(array.shape)}"
                 )
+        # NaN and inf in an input are nearly always a client bug (or a JSON 1e39 cast to float32),
+        # and a model would answer them with NaN; both transports refuse them alike.
+        if array.dtype.kind in "fc" and not np.isfinite(array).all():
+            raise InvalidArgument(f"{name}: values must be finite {self.dtype.name} numbers")
 
     def describe(self) -> str:
         return "[" + ", ".join(str(d) for d in self.dims) + "]"

@@ -147,6 +147,51 @@ def test_malformed_tensor_message_is_invalid_argument() -> None:
         tensor_to_array(cls(shape=[-1], dtype="uint8", data=b""), "t")
 
 
+@pytest.mark.parametrize(
+    ("dtype", "message"),
+    [
+        ("object", "t: dtype 'object' is not a numeric dtype"),
+        ("O", "t: dtype 'O' is not a numeric dtype"),
+        ("(2,)f4", "t: dtype '(2,)f4' is not a numeric dtype"),
+        ("U4", "t: dtype 'U4' is not a numeric dtype"),
+        ("(99999999999999999999,)f4", "t: unknown dtype '(99999999999999999999,)f4'"),
+    ],
+)
+def test_non_numeric_dtype_is_invalid_argument(dtype: str, message: str) -> None:
+    cls = SCHEMA.message_class("TensorProto")
+    with pytest.raises(BlazeError) as err:
+        tensor_to_array(cls(shape=[1], dtype=dtype, data=b"\x00" * 8), "t")
+    assert err.value.status == Status.INVALID_ARGUMENT
+    assert err.value.message == message
+
+
+def test_huge_shape_is_invalid_argument_not_an_int64_overflow() -> None:
+    cls = SCHEMA.message_class("TensorProto")
+    with pytest.raises(BlazeError) as err:  # 2**32 * 2**32 wrapped to 0 in int64 and "matched" no data
+        tensor_to_array(cls(shape=[2**32, 2**32], dtype="float32", data=b""), "t")
+    assert err.value.message == "t: shape [4294967296, 4294967296] of float32 needs 73786976294838206464 bytes, got 0"
+    with pytest.raises(BlazeError, match=r"^t: unusable shape \[0, 9223372036854775807\]"):
+        tensor_to_array(cls(shape=[0, 2**63 - 1], dtype="float32", data=b""), "t")
+
+
+def test_big_endian_tensor_is_accepted_in_native_order() -> None:
+    x = np.arange(8, dtype=">f4").reshape(2, 4)
+    tensor = SCHEMA.message_class("TensorProto")(shape=[2, 4], dtype=">f4", data=x.tobytes())
+    kwargs = decode("scale", SCHEMA.message_class("ScaleRequest")(x=tensor))
+    assert kwargs["x"].dtype == np.float32 and kwargs["x"].dtype.isnative
+    np.testing.assert_array_equal(kwargs["x"], x)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_float_tensor_is_invalid_argument(bad: float) -> None:
+    x = np.ones((1, 4), np.float32)
+    x[0, 2] = bad
+    with pytest.raises(BlazeError) as err:
+        decode("scale", wire("ScaleRequest", {"x": x}))
+    assert err.value.status == Status.INVALID_ARGUMENT
+    assert err.value.message == "x: values must be finite float32 numbers"
+
+
 def test_missing_required_tensor_is_invalid_argument() -> None:
     with pytest.raises(BlazeError, match=r"^x: field required$"):
         decode("scale", wire("ScaleRequest", {}))

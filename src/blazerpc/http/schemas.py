@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import Annotated, Any
 
 import numpy as np
+import numpy.typing as npt
 import pydantic
 from pydantic import AfterValidator, BaseModel, Field, create_model
 
@@ -74,14 +75,21 @@ def _values(model: BaseModel) -> dict[str, Any]:
 def _tensor_validator(spec: TensorSpec) -> Callable[[list[Any]], Any]:
     def to_array(value: list[Any]) -> Any:
         try:
-            array = np.asarray(value)
-        except ValueError:
-            raise ValueError("ragged nested lists; every row must have the same length") from None
-        if array.dtype == object:
-            raise ValueError("ragged nested lists; every row must have the same length")
+            array: npt.NDArray[Any] | None = np.asarray(value)
+        except (ValueError, OverflowError):  # ragged, or an int numpy cannot hold
+            array = None
+        if array is None or array.dtype.kind not in "biuf" or _lossy(array, spec.dtype):
+            # The walk runs only when the fast path failed: it names the value that is wrong.
+            problem = _bad_leaf(value, spec.dtype)
+            if problem:
+                raise ValueError(problem)
+            if array is None or array.dtype.kind not in "biuf":
+                raise ValueError("ragged nested lists; every row must have the same length")
+            array = np.array(value, dtype=spec.dtype)  # ints that all fit, e.g. int64 and uint64 mixed
         if array.size and not np.can_cast(array.dtype, spec.dtype, "same_kind"):
             raise ValueError(f"expected {spec.dtype.name} values, got {array.dtype.name}")
-        array = array.astype(spec.dtype, copy=False)
+        with np.errstate(over="ignore", invalid="ignore"):  # 1e39 -> inf in float32: TensorSpec.check refuses it
+            array = array.astype(spec.dtype, copy=False)
         try:
             spec.check(array, "tensor")
         except InvalidArgument as exc:
@@ -89,6 +97,42 @@ def _tensor_validator(spec: TensorSpec) -> Callable[[list[Any]], Any]:
         return array
 
     return to_array
+
+
+def _lossy(array: npt.NDArray[Any], dtype: np.dtype[Any]) -> bool:
+    """True when casting these JSON numbers to ``dtype`` would change an integer."""
+    if dtype.kind not in "iu" or not array.size:
+        return False
+    if array.dtype.kind == "f":  # floats, or ints numpy promoted to float64 (int64 mixed with uint64)
+        return True
+    info = np.iinfo(dtype)
+    return bool(array.min() < info.min or array.max() > info.max)
+
+
+def _bad_leaf(value: list[Any], dtype: np.dtype[Any]) -> str | None:
+    """What is wrong with a value of these nested lists that ``dtype`` cannot hold, if any."""
+    ints = np.iinfo(dtype) if dtype.kind in "iu" else np.iinfo(np.int64)
+    stack = [value]
+    while stack:
+        for item in stack.pop():
+            if isinstance(item, list):
+                stack.append(item)
+            elif isinstance(item, bool):
+                continue
+            elif isinstance(item, int):
+                if not ints.min <= item <= ints.max:
+                    return f"integer {item} is out of range for {ints.dtype.name}"
+            elif isinstance(item, float):
+                if dtype.kind in "iu":
+                    return f"expected {dtype.name} values, got {item!r}"
+            else:
+                return f"tensor values must be numbers, got {_json_type(item)}"
+    return None
+
+
+def _json_type(item: Any) -> str:
+    names = {type(None): "null", str: "a string", dict: "an object"}
+    return names.get(type(item), type(item).__name__)
 
 
 def response_model(name: str, output: TypeSpec) -> type[BaseModel]:

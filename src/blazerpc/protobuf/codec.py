@@ -7,6 +7,7 @@ so the server can apply defaults and check tensors against their declared dtype 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Annotated, Any
@@ -33,19 +34,34 @@ def array_to_tensor(cls: type[Message], value: Any) -> Message:
 
 
 def tensor_to_array(msg: Any, name: str) -> npt.NDArray[Any]:
-    try:
-        dtype = np.dtype(msg.dtype)
-    except TypeError:
-        raise InvalidArgument(f"{name}: unknown dtype {msg.dtype!r}") from None
+    """A TensorProto as a native-byte-order array, or InvalidArgument saying what is wrong with it."""
+    dtype = _numeric_dtype(msg.dtype, name)
     shape = tuple(msg.shape)
     if any(d < 0 for d in shape):
         raise InvalidArgument(f"{name}: negative dim in shape {list(shape)}")
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    # Python ints: numpy's int64 product wraps, and [2**32, 2**32] would "need" 0 bytes.
+    expected = math.prod(shape) * dtype.itemsize
     if len(msg.data) != expected:
         raise InvalidArgument(
             f"{name}: shape {list(shape)} of {dtype.name} needs {expected} bytes, got {len(msg.data)}"
         )
-    return np.frombuffer(bytearray(msg.data), dtype=dtype).reshape(shape)
+    try:
+        array = np.frombuffer(bytearray(msg.data), dtype=dtype).reshape(shape)
+    except ValueError as exc:  # a zero-size shape numpy cannot hold: a dim past 2**63 bytes, over 64 dims
+        raise InvalidArgument(f"{name}: unusable shape {list(shape)} ({exc})") from None
+    # A peer may send ">f4"; the model sees float32 in this machine's order, as it declared.
+    return array if dtype.isnative else array.astype(dtype.newbyteorder("="))
+
+
+def _numeric_dtype(text: str, name: str) -> np.dtype[Any]:
+    try:
+        dtype = np.dtype(text)
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"{name}: unknown dtype {text!r}") from None
+    # bool, ints, floats, complex; not object (no buffer), strings, dates, records or subarrays
+    if dtype.kind not in "biufc":
+        raise InvalidArgument(f"{name}: dtype {text!r} is not a numeric dtype")
+    return dtype
 
 
 class _Encoder:
