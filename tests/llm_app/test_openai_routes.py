@@ -11,8 +11,9 @@ import httpx
 import openai
 import pytest
 
-from blazerpc import BlazeServer, ServeConfig
+from blazerpc import BlazeError, BlazeServer, ServeConfig, Status
 from blazerpc.llm.config import EngineConfig
+from blazerpc.llm_app.openai_routes import openai_error_body
 from blazerpc.llm_app.service import LLMService
 from tests.conftest import serving, until
 
@@ -130,3 +131,62 @@ async def test_shutdown_lets_a_stream_in_flight_finish(tiny_dir: Path) -> None:
         rest = [chunk async for chunk in stream]  # the stream in flight gets its grace period
         assert len([first, *rest]) == 60 and rest[-1].choices[0].finish_reason == "length"
         await asyncio.wait_for(stopping, timeout=10)  # not the 30 s grace: nothing is left in flight
+
+
+def test_chat_takes_developer_role_and_text_parts_as_the_sdk_sends_them(api: openai.OpenAI) -> None:
+    name = "SmolLM2-135M-Instruct.Q4_1"
+    plain = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a fruit.\nOne word."}]
+    parts = [
+        {"role": "developer", "content": [{"type": "text", "text": "Be brief."}]},
+        {"role": "user", "content": [{"type": "text", "text": "Name a fruit."}, {"type": "text", "text": "One word."}]},
+    ]
+    answers = [
+        api.chat.completions.create(model=name, messages=m, max_tokens=8, temperature=0)  # type: ignore[arg-type]
+        for m in (plain, parts)
+    ]
+    assert answers[0].choices[0].message.content == answers[1].choices[0].message.content
+    assert answers[0].usage is not None and answers[1].usage is not None
+    assert answers[0].usage.prompt_tokens == answers[1].usage.prompt_tokens  # developer became system
+
+
+def test_chat_refuses_image_parts_and_tool_messages_by_name(api: openai.OpenAI) -> None:
+    name = "SmolLM2-135M-Instruct.Q4_1"
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
+    only_text = "only text content parts are supported, got type 'image_url'"
+    with pytest.raises(openai.UnprocessableEntityError, match=only_text):
+        api.chat.completions.create(model=name, messages=[{"role": "user", "content": [image]}])  # type: ignore[list-item]
+    tool = {"role": "tool", "content": "42", "tool_call_id": "call_1"}
+    with pytest.raises(openai.UnprocessableEntityError, match="role 'tool' is not supported") as err:
+        api.chat.completions.create(model=name, messages=[{"role": "user", "content": "hi"}, tool])  # type: ignore[list-item]
+    assert err.value.type == "invalid_request_error" and err.value.param == "messages.1.role"
+
+
+def test_error_bodies_are_openai_error_objects(llm_server: tuple[int, int]) -> None:
+    url = f"http://127.0.0.1:{llm_server[0]}/v1/completions"
+    body = {"model": "SmolLM2-135M-Instruct.Q4_1", "prompt": "hi", "frequency_penalty": 1}
+    bad = httpx.post(url, json=body, timeout=60)
+    assert bad.status_code == 422
+    assert bad.json()["error"] | {"message": ""} == {
+        "message": "",
+        "type": "invalid_request_error",
+        "param": None,  # a whole-body check has no field: null, not ""
+        "code": None,
+    }
+    missing = httpx.post(url, json={"model": "gpt-4", "prompt": "hi"}, timeout=60).json()["error"]
+    assert (missing["type"], missing["param"], missing["code"]) == ("invalid_request_error", "model", "model_not_found")
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "code"),
+    [
+        (BlazeError(Status.INTERNAL, "boom"), "server_error", None),
+        (BlazeError(Status.UNAVAILABLE, "restarting", retry_after=2), "server_error", None),
+        (BlazeError(Status.RESOURCE_EXHAUSTED, "the engine is full", retry_after=1), "requests", "rate_limit_exceeded"),
+        (BlazeError(Status.RESOURCE_EXHAUSTED, "request body is larger than 1 bytes"), "invalid_request_error", None),
+        (BlazeError(Status.INVALID_ARGUMENT, "bad", param=""), "invalid_request_error", None),
+    ],
+)
+def test_error_object_type_and_code_follow_the_status(error: BlazeError, kind: str, code: str | None) -> None:
+    body = openai_error_body(error)["error"]
+    assert (body["type"], body["code"], body["param"]) == (kind, code, None)
+    assert body["message"] == error.message

@@ -23,26 +23,23 @@ from ..llm.protocol import TokenEvent
 from .front_door import FrontDoor, Generation
 from .openai_schemas import ChatRequest, CompletionRequest, OpenAIRequest
 
+# OpenAI's error types by status; any other 4xx is "invalid_request_error", any 5xx "server_error".
 _TYPES = {
-    Status.INVALID_ARGUMENT: "invalid_request_error",
-    Status.NOT_FOUND: "invalid_request_error",
     Status.UNAUTHENTICATED: "authentication_error",
     Status.PERMISSION_DENIED: "permission_error",
-    Status.RESOURCE_EXHAUSTED: "rate_limit_error",
 }
 
 
 def openai_error_body(error: BlazeError) -> dict[str, Any]:
-    """OpenAI's error object: ``{"error": {"message", "type", "param", "code"}}``."""
-    codes = {Status.NOT_FOUND: "model_not_found", Status.RESOURCE_EXHAUSTED: "rate_limit_exceeded"}
-    return {
-        "error": {
-            "message": error.message,
-            "type": _TYPES.get(error.status, "server_error"),
-            "param": error.param,
-            "code": codes.get(error.status),
-        }
-    }
+    """OpenAI's error object: ``{"error": {"message", "type", "param", "code"}}``, where ``param``
+    and ``code`` are strings or null (never ``""`` or the HTTP status as a number)."""
+    kind = _TYPES.get(error.status, "invalid_request_error" if error.status.http_status < 500 else "server_error")
+    code = "model_not_found" if error.status is Status.NOT_FOUND else None
+    if error.status is Status.RESOURCE_EXHAUSTED and error.retry_after is not None:
+        # A limit to retry after (the engine is full) is OpenAI's request rate limit; one without
+        # (a body over the size limit, 413) is a bad request.
+        kind, code = "requests", "rate_limit_exceeded"
+    return {"error": {"message": error.message, "type": kind, "param": error.param or None, "code": code}}
 
 
 def openai_router(door: FrontDoor) -> APIRouter:
@@ -64,7 +61,7 @@ def openai_router(door: FrontDoor) -> APIRouter:
     async def chat_completions(body: ChatRequest) -> Response:
         """The assistant's next message, through the model's chat template."""
         check_model(body)
-        messages = [m.model_dump() for m in body.messages]
+        messages = body.template_messages()
         max_tokens = body.max_completion_tokens or body.max_tokens
         generation = await door.generate(messages, max_tokens=max_tokens, **body.sampling())
         return await respond(body, Answer(door.model_name, True, generation.prompt_tokens), generation)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ..errors import shorten
 
 
 class StreamOptions(BaseModel):
@@ -80,11 +82,49 @@ class CompletionRequest(OpenAIRequest):
 
 
 class ChatMessage(BaseModel):
-    role: Literal["system", "user", "assistant"]
+    """One message; ``content`` may be a string or a list of text parts (as the ``openai`` SDK
+    and LangChain send), joined with newlines as vLLM joins them."""
+
+    role: Literal["system", "developer", "user", "assistant"]
     content: str
+
+    @field_validator("role", mode="before")
+    @classmethod
+    def refuse_tools(cls, role: Any) -> Any:
+        if role in ("tool", "function"):
+            raise ValueError(f"role {role!r} is not supported: this server does not implement tools")
+        return role
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def join_text_parts(cls, content: Any) -> Any:
+        if not isinstance(content, list):
+            return content
+        texts = []
+        for part in content:
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind != "text":
+                raise ValueError(f"only text content parts are supported, got {_part_kind(part, kind)}")
+            if not isinstance(part.get("text"), str):
+                raise ValueError("a text content part needs a string 'text'")
+            texts.append(part["text"])
+        return "\n".join(texts)
+
+
+def _part_kind(part: Any, kind: Any) -> str:
+    if kind is not None:
+        return f"type {shorten(str(kind))!r}"
+    return "a part with no type" if isinstance(part, dict) else f"a {type(part).__name__}"
 
 
 class ChatRequest(OpenAIRequest):
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(None, description="default: the rest of the context")
     max_completion_tokens: int | None = Field(None, description="the newer name of max_tokens")
+
+    def template_messages(self) -> list[dict[str, str]]:
+        """The messages as the chat template reads them. ``developer`` is OpenAI's newer name for
+        ``system`` (it treats them alike for models without the distinction), and templates know
+        only ``system``."""
+        roles = {"developer": "system"}
+        return [{"role": roles.get(m.role, m.role), "content": m.content} for m in self.messages]
