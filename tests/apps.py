@@ -39,6 +39,10 @@ def make_app(probe: Probe | None = None) -> BlazeApp:
     def echo(text: str, times: int = 1) -> str:
         return text * times
 
+    @app.model("square")
+    def square(x: float) -> float:
+        return x * x  # 1e200 squared is inf, which JSON cannot carry
+
     @app.model("whoami")
     def whoami() -> int:
         return os.getpid()

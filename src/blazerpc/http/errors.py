@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from ..app import ErrorBody
-from ..errors import BlazeError, Status, shorten
+from ..errors import BlazeError, Status, shorten, status_of
 
 
 def blaze_error_body(error: BlazeError) -> dict[str, Any]:
@@ -45,7 +45,7 @@ class ErrorResponder:
         )
 
     def install(self, api: FastAPI) -> None:
-        """Exception handlers for ``BlazeError`` and validation errors."""
+        """Exception handlers for ``BlazeError``, validation errors and anything unexpected."""
 
         async def on_blaze_error(request: Request, exc: Exception) -> Response:
             assert isinstance(exc, BlazeError)
@@ -58,8 +58,12 @@ class ErrorResponder:
                 return JSONResponse({"detail": [short_detail(e) for e in exc.errors()]}, status_code=422)
             return self.response(request.url.path, validation_error(exc))
 
+        async def on_unexpected(request: Request, exc: Exception) -> Response:
+            return self.response(request.url.path, status_of(exc, f"{request.method} {request.url.path}"))
+
         api.add_exception_handler(BlazeError, on_blaze_error)
         api.add_exception_handler(RequestValidationError, on_validation_error)
+        api.add_exception_handler(Exception, on_unexpected)  # a JSON 500 (Starlette's is plain text)
 
 
 def validation_error(exc: RequestValidationError) -> BlazeError:

@@ -1,24 +1,38 @@
-"""The door every HTTP request passes: a body size limit, refusal while draining, in-flight tracking.
+"""The door every HTTP request passes, and the last word on what its client gets back.
 
-A body over the limit gets 413 at once: from its ``Content-Length`` before a byte of it is
-read, or, sent chunked, as soon as the bytes read pass the limit. Requests that do work (any
-method but GET, HEAD and OPTIONS) are counted in flight for the graceful shutdown, for as long
-as their answer streams, and refused with 503 once the server drains.
+- A body over the limit gets 413 at once: from its ``Content-Length`` before a byte of it is
+  read, or, sent chunked, as soon as the bytes read pass the limit.
+- A JSON body is checked against what Python's parser lets through but JSON is not (NaN,
+  Infinity, lone surrogates): 422, before any route sees it.
+- Requests that do work (any method but GET, HEAD and OPTIONS) are counted in flight for the
+  graceful shutdown, for as long as their answer streams, and refused with 503 once the server
+  drains. Once such a request's body is read, a client that disconnects cancels it, whether its
+  answer is streamed or not (an LLM request is aborted, not left generating for nobody).
+- Whatever goes wrong, the client gets an answer in the route's error shape and a keep-alive
+  connection stays usable: an unexpected exception is a JSON 500; the end of the grace period
+  is a 503, or, in an event stream already under way, a last error event and ``[DONE]``.
 """
 
 from __future__ import annotations
 
+import asyncio
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import BlazeError, Status
+from ..errors import BlazeError, Status, status_of
 from ..lifecycle import Lifecycle
 from .errors import ErrorResponder
+from .json_body import refuse_non_json
+from .sse import DONE, sse_event
 
 READ_ONLY = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-class _BodyTooLarge(BaseException):
+class _Refusal(BaseException):
     """A BaseException: FastAPI turns any Exception raised while it reads a body into a 400."""
+
+    def __init__(self, error: BlazeError, status_code: int | None = None, close: bool = False) -> None:
+        self.error, self.status_code, self.close = error, status_code, close
 
 
 class RequestGate:
@@ -32,58 +46,130 @@ class RequestGate:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = scope["path"]
-        declared = _content_length(scope)
-        if declared is not None and declared > self.max_body_bytes:
-            await self._refuse(path, self._too_large(), scope, receive, send, 413)
-            return
-        if scope["method"] in READ_ONLY:
-            await self.app(scope, receive, send)
-            return
-        if self.lifecycle.draining:
-            await self._refuse(path, BlazeError(Status.UNAVAILABLE, "server is shutting down"), scope, receive, send)
-            return
-        received = 0
-        started = False
+        exchange = _Exchange(self, scope, receive, send)
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            await exchange.answer(self.too_large(), 413, close=True)  # the unread body stays unread
+        elif scope["method"] in READ_ONLY:
+            await exchange.run()
+        elif self.lifecycle.draining:
+            await exchange.answer(BlazeError(Status.UNAVAILABLE, "server is shutting down"), close=True)
+        else:
+            with self.lifecycle.track():
+                await exchange.run()
 
-        async def counted_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    raise _BodyTooLarge
-            return message
-
-        async def watched_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        with self.lifecycle.track():
-            try:
-                await self.app(scope, counted_receive, watched_send)
-            except _BodyTooLarge:
-                if started:
-                    raise
-                await self._refuse(path, self._too_large(), scope, receive, send, 413)
-
-    def _too_large(self) -> BlazeError:
+    def too_large(self) -> BlazeError:
         return BlazeError(Status.RESOURCE_EXHAUSTED, f"request body is larger than {self.max_body_bytes} bytes")
 
-    async def _refuse(
-        self, path: str, error: BlazeError, scope: Scope, receive: Receive, send: Send, status_code: int | None = None
-    ) -> None:
-        response = self.errors.response(path, error, status_code)
-        response.headers["Connection"] = "close"  # the unread body stays unread
-        await response(scope, receive, send)
+
+class _Exchange:
+    """One request through the gate: its body counted (and checked, if JSON), its answer watched."""
+
+    def __init__(self, gate: RequestGate, scope: Scope, receive: Receive, send: Send) -> None:
+        self.gate, self.scope, self._receive, self._send = gate, scope, receive, send
+        self.path: str = scope["path"]
+        content_type = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
+        self.json = content_type == "application/json" or content_type.endswith("+json")
+        self.received = 0
+        self.body_read = False
+        self.started = self.complete = self.event_stream = False
+        self.client_gone = asyncio.Event()
+        self.watcher: asyncio.Task[None] | None = None
+        self.task: asyncio.Task[object] | None = None
+
+    async def run(self) -> None:
+        task = self.task = asyncio.current_task()
+        assert task is not None  # uvicorn runs each request in a task
+        try:
+            await self.gate.app(self.scope, self.receive, self.send)
+        except _Refusal as refusal:
+            await self.answer(refusal.error, refusal.status_code, refusal.close)
+        except asyncio.CancelledError:
+            if not (self.client_gone.is_set() or self.gate.lifecycle.draining):
+                raise
+            task.uncancel()
+            if not self.client_gone.is_set():  # the grace period is over
+                await self.answer(BlazeError(Status.UNAVAILABLE, "server shut down before the call finished"))
+        except Exception as exc:
+            # Routes answer their own errors (a JSON 500 included) and the exception still comes
+            # here: it was logged then, and the client has its answer.
+            if not self.complete:
+                await self.answer(status_of(exc, f"{self.scope['method']} {self.path}"))
+        finally:
+            if self.watcher is not None:
+                self.watcher.cancel()
+
+    async def receive(self) -> Message:
+        if self.body_read:  # all a route may still hear of is the client leaving
+            await self.client_gone.wait()
+            return {"type": "http.disconnect"}
+        if not self.json:
+            return self._count(await self._receive())
+        chunks = []
+        while True:
+            message = self._count(await self._receive())
+            if message["type"] != "http.request":
+                return message
+            chunks.append(message.get("body", b""))
+            if self.body_read:
+                break
+        body = b"".join(chunks)
+        try:
+            refuse_non_json(body)
+        except BlazeError as exc:
+            raise _Refusal(exc) from None
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    def _count(self, message: Message) -> Message:
+        if message["type"] == "http.request":
+            self.received += len(message.get("body", b""))
+            if self.received > self.gate.max_body_bytes:
+                raise _Refusal(self.gate.too_large(), 413, close=True)
+            if not message.get("more_body", False):
+                self.body_read = True
+                self.watcher = asyncio.create_task(self._watch())
+        elif message["type"] == "http.disconnect":
+            self.client_gone.set()
+        return message
+
+    async def _watch(self) -> None:
+        """After the body, the server's next message can only say the client left (or the answer ended)."""
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+        if not self.complete:
+            self.client_gone.set()
+            if self.task is not None:
+                self.task.cancel()
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+            self.event_stream = any(
+                name.lower() == b"content-type" and value.startswith(b"text/event-stream")
+                for name, value in message.get("headers", [])
+            )
+        elif message["type"] == "http.response.body" and not message.get("more_body", False):
+            self.complete = True
+        await self._send(message)
+
+    async def answer(self, error: BlazeError, status_code: int | None = None, close: bool = False) -> None:
+        """Tell the client of ``error`` in the route's error shape, however far its answer got."""
+        if self.complete or self.client_gone.is_set():
+            return
+        body = self.gate.errors.body_for(self.path)(error)
+        if not self.started:
+            response = self.gate.errors.response(self.path, error, status_code)
+            if close:
+                response.headers["Connection"] = "close"
+            await response(self.scope, self._receive, self.send)
+        elif self.event_stream:
+            await self.send({"type": "http.response.body", "body": sse_event(body) + DONE, "more_body": False})
+        else:
+            raise RuntimeError(f"{self.path}: answer broken off after it started: {error.message}")
 
 
-def _content_length(scope: Scope) -> int | None:
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
     return None

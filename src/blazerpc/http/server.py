@@ -76,8 +76,11 @@ class HttpTransport:
     async def close(self) -> None:
         """Cancel responses still running (the grace period is over) and wait for uvicorn."""
         if self.server is not None and self.task is not None:
-            for task in list(self.server.server_state.tasks):
-                task.cancel()
+            tasks = list(self.server.server_state.tasks)
+            for task in tasks:
+                task.cancel()  # the gate answers each client: a 503, or a last event in a stream
+            if tasks:
+                await asyncio.wait(tasks, timeout=1.0)
             self.server.should_exit = True
             self.server.force_exit = True
             await self.task
