@@ -55,11 +55,13 @@ def tiny_weights(vocab: int, seed: int = 0) -> dict[str, torch.Tensor]:
     return weights
 
 
-def write_tiny_hf(path: Path, tokenizer: LlamaTokenizer, architecture: str = "LlamaForCausalLM") -> Path:
+def write_tiny_hf(
+    path: Path, tokenizer: LlamaTokenizer, architecture: str = "LlamaForCausalLM", context: int = 512
+) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     vocab = tokenizer.vocab_size
     config = {"architectures": [architecture], "model_type": "llama", "vocab_size": vocab, "rms_norm_eps": 1e-5,
-              "rope_theta": 10000.0, "max_position_embeddings": 512, "tie_word_embeddings": True, **TINY}  # fmt: skip
+              "rope_theta": 10000.0, "max_position_embeddings": context, "tie_word_embeddings": True, **TINY}  # fmt: skip
     (path / "config.json").write_text(json.dumps(config))
     (path / "tokenizer.json").write_text(tokenizer.tokenizer.to_str())
     (path / "tokenizer_config.json").write_text(
@@ -72,6 +74,12 @@ def write_tiny_hf(path: Path, tokenizer: LlamaTokenizer, architecture: str = "Ll
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory, default_tokenizer: LlamaTokenizer) -> Path:
     return write_tiny_hf(tmp_path_factory.mktemp("tiny") / "tiny-llama", default_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_long_dir(tmp_path_factory: pytest.TempPathFactory, default_tokenizer: LlamaTokenizer) -> Path:
+    """The tiny model with a 32k context: requests that run for seconds."""
+    return write_tiny_hf(tmp_path_factory.mktemp("tiny-long") / "tiny-llama", default_tokenizer, context=32768)
 
 
 @pytest.fixture

@@ -190,3 +190,23 @@ def test_error_object_type_and_code_follow_the_status(error: BlazeError, kind: s
     body = openai_error_body(error)["error"]
     assert (body["type"], body["code"], body["param"]) == (kind, code, None)
     assert body["message"] == error.message
+
+
+async def test_a_client_that_leaves_aborts_its_non_streaming_request(tiny_long_dir: Path) -> None:
+    service = LLMService(tiny_long_dir, EngineConfig(kv_cache_mb=64, max_model_len=32768))
+    async with serving(service.app, grpc_port=None) as server:
+        engine = service.door.client
+        base_url = f"http://127.0.0.1:{server.http_port}"
+        for path, body in [
+            ("/generate", {"prompt": "go", "max_tokens": 30000, "ignore_eos": True}),
+            ("/v1/completions", {"model": "tiny-llama", "prompt": "go", "max_tokens": 30000, "ignore_eos": True}),
+            ("/v1/chat/completions", {"model": "tiny-llama", "messages": [{"role": "user", "content": "go"}],
+                                      "max_tokens": 30000, "ignore_eos": True}),
+        ]:  # fmt: skip
+            async with httpx.AsyncClient(base_url=base_url, timeout=0.5) as http:
+                with pytest.raises(httpx.ReadTimeout):
+                    await http.post(path, json=body)
+            left = time.monotonic()
+            await until(lambda: engine.outstanding == 0, timeout=30)
+            assert time.monotonic() - left < 2, f"{path} kept generating after its client left"
+            assert (await engine.stats()).seqs == 0
