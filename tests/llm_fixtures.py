@@ -61,7 +61,8 @@ def write_tiny_hf(
     path.mkdir(parents=True, exist_ok=True)
     vocab = tokenizer.vocab_size
     config = {"architectures": [architecture], "model_type": "llama", "vocab_size": vocab, "rms_norm_eps": 1e-5,
-              "rope_theta": 10000.0, "max_position_embeddings": context, "tie_word_embeddings": True, **TINY}  # fmt: skip
+              "rope_theta": 10000.0, "max_position_embeddings": context, "tie_word_embeddings": True,
+              **TINY}  # fmt: skip
     (path / "config.json").write_text(json.dumps(config))
     (path / "tokenizer.json").write_text(tokenizer.tokenizer.to_str())
     (path / "tokenizer_config.json").write_text(

@@ -15,6 +15,25 @@ from .workers import import_app, run_with_reload, run_workers
 
 cli = typer.Typer(help="Serve Python models and LLMs over gRPC and HTTP.", no_args_is_help=True, add_completion=False)
 
+# Options both serving commands take (docs/limits.md says what a client sees at each limit).
+MAX_BODY_HELP = "HTTP bodies and gRPC messages larger than this are refused unread (413 / RESOURCE_EXHAUSTED)."
+MaxConnections = Annotated[
+    int,
+    typer.Option(
+        min=0,
+        help="Open connections, HTTP and gRPC together; over it the longest-idle one is closed, or, all busy, "
+        "the new one refused (0: the open-file limit less 64).",
+    ),
+]
+IdleTimeout = Annotated[
+    float,
+    typer.Option(min=0.1, help="Seconds an HTTP connection may sit with no request in flight (or a head arriving)."),
+]
+GrpcIdleTimeout = Annotated[float, typer.Option(min=0.1, help="Seconds a gRPC connection may sit with no call.")]
+BodyTimeout = Annotated[
+    float, typer.Option(min=0.1, help="Seconds to wait for the next piece of a request body (408) or message.")
+]
+
 
 @cli.command()
 def serve(
@@ -27,7 +46,11 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, help="Processes sharing the ports (SO_REUSEPORT).")] = 1,
     reload: Annotated[bool, typer.Option(help="Restart when a .py file under the current directory changes.")] = False,
     grace_period: Annotated[float, typer.Option(min=0, help="Seconds in-flight calls get on shutdown.")] = 10.0,
-    max_body_mb: Annotated[float, typer.Option(help="HTTP bodies larger than this get 413, unread.")] = 32.0,
+    max_body_mb: Annotated[float, typer.Option(help=MAX_BODY_HELP)] = 32.0,
+    max_connections: MaxConnections = 0,
+    idle_timeout: IdleTimeout = 15.0,
+    grpc_idle_timeout: GrpcIdleTimeout = 300.0,
+    body_timeout: BodyTimeout = 30.0,
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "info",
 ) -> None:
     """Serve an app's models over gRPC and HTTP until SIGINT or SIGTERM."""
@@ -39,6 +62,10 @@ def serve(
             http_port=http_port if http else None,
             grace_period=grace_period,
             max_body_mb=max_body_mb,
+            max_connections=max_connections,
+            idle_timeout_s=idle_timeout,
+            grpc_idle_timeout_s=grpc_idle_timeout,
+            body_timeout_s=body_timeout,
         )
         if reload and workers > 1:
             raise ValueError("--reload and --workers cannot be combined")
@@ -94,7 +121,11 @@ def llm(
     max_model_len: Annotated[int, typer.Option(min=16, help="Context length (prompt + answer).")] = 2048,
     kv_cache_mb: Annotated[int, typer.Option(min=1, help="KV cache budget in MiB.")] = 1024,
     grace_period: Annotated[float, typer.Option(min=0, help="Seconds in-flight calls get on shutdown.")] = 10.0,
-    max_body_mb: Annotated[float, typer.Option(help="HTTP bodies larger than this get 413, unread.")] = 4.0,
+    max_body_mb: Annotated[float, typer.Option(help=MAX_BODY_HELP)] = 4.0,
+    max_connections: MaxConnections = 0,
+    idle_timeout: IdleTimeout = 15.0,
+    grpc_idle_timeout: GrpcIdleTimeout = 300.0,
+    body_timeout: BodyTimeout = 30.0,
     startup_timeout: Annotated[
         float, typer.Option(min=0, help="Seconds a request that arrives while the model loads waits for it.")
     ] = 120.0,
@@ -139,6 +170,10 @@ def llm(
             http_port=port,
             grace_period=grace_period,
             max_body_mb=max_body_mb,
+            max_connections=max_connections,
+            idle_timeout_s=idle_timeout,
+            grpc_idle_timeout_s=grpc_idle_timeout,
+            body_timeout_s=body_timeout,
         )
     except (ValueError, FileNotFoundError) as exc:
         raise typer.BadParameter(str(exc)) from None

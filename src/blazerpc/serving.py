@@ -11,6 +11,7 @@ from typing import Any
 
 from .app import BlazeApp, Hook
 from .batching import Batcher
+from .connections import ConnectionBudget, default_max_connections
 from .lifecycle import Lifecycle
 from .registry import ModelInfo
 from .runtime import Runtime
@@ -28,7 +29,16 @@ class ServeConfig:
     grace_period: float = 10.0
     reuse_port: bool = False
     max_threads: int = 64
-    max_body_mb: float = 32.0  # HTTP bodies above this get 413 before they are read
+    max_body_mb: float = 32.0  # HTTP bodies and gRPC messages above this are refused before they are read
+    max_connections: int = 0  # both transports together; 0: what the open-file limit allows
+    idle_timeout_s: float = 15.0  # an HTTP connection with no request in flight (a head arriving counts as none)
+    grpc_idle_timeout_s: float = 300.0  # a gRPC connection with no stream open
+    body_timeout_s: float = 30.0  # the longest wait for the next piece of a request body or message
+    max_head_kb: int = 64  # an HTTP request line and headers
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 2**20)
 
     def __post_init__(self) -> None:
         for name in ("grpc_port", "http_port"):
@@ -41,6 +51,13 @@ class ServeConfig:
             raise ValueError(f"grace_period must be >= 0 seconds, got {self.grace_period}")
         if not self.max_body_mb > 0:
             raise ValueError(f"max_body_mb must be > 0, got {self.max_body_mb}")
+        for name in ("idle_timeout_s", "grpc_idle_timeout_s", "body_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
+        if self.max_connections < 0:
+            raise ValueError(f"max_connections must be >= 0 (0: from the open-file limit), got {self.max_connections}")
+        if self.max_head_kb < 1:
+            raise ValueError(f"max_head_kb must be >= 1, got {self.max_head_kb}")
         if self.max_threads < 1:
             raise ValueError(f"max_threads must be >= 1, got {self.max_threads}")
 
@@ -61,6 +78,7 @@ class BlazeServer:
         self.grpc: Any = None
         self.http: Any = None
         self.batchers: dict[str, Batcher] = {}
+        self.connections = ConnectionBudget(self.config.max_connections or default_max_connections())
         self._stopped = False
 
     @property
@@ -88,15 +106,19 @@ class BlazeServer:
             from .protobuf.descriptors import Schema
 
             self.grpc = GrpcTransport(
-                self.app.registry, Schema.of(self.app.registry), self.runtime, self.lifecycle, self.invoke
+                self.app.registry,
+                Schema.of(self.app.registry),
+                self.runtime,
+                self.lifecycle,
+                self.invoke,
+                cfg,
+                self.connections,
             )
             await self.grpc.start(cfg.host, cfg.grpc_port, cfg.reuse_port)
         if cfg.http_port is not None:
             from .http.server import HttpTransport
 
-            self.http = HttpTransport(
-                self.app, self.runtime, self.lifecycle, self.invoke, cfg.grace_period, int(cfg.max_body_mb * 2**20)
-            )
+            self.http = HttpTransport(self.app, self.runtime, self.lifecycle, self.invoke, cfg, self.connections)
             await self.http.start(cfg.host, cfg.http_port, cfg.reuse_port)
         await _run_hooks(self.app.startup_hooks, self.runtime)
         self.lifecycle.set_ready()
@@ -118,6 +140,7 @@ class BlazeServer:
             await self.grpc.close()
         if self.http:
             await self.http.close()
+        self.connections.close()
         for batcher in self.batchers.values():
             await batcher.stop()
         await _run_hooks(self.app.shutdown_hooks, self.runtime)

@@ -165,3 +165,22 @@ async def test_client_rejects_unknown_inputs_and_models() -> None:
         assert err.value.status == Status.NOT_FOUND
         with pytest.raises(BlazeError, match=r"use stream\(\)"):
             await client.predict("generate", prompt="x")
+
+
+async def test_a_message_over_the_limit_is_refused_by_its_length_and_idle_connections_close() -> None:
+    app = make_app()
+    async with (
+        serving(app, http_port=None, max_body_mb=1, grpc_idle_timeout_s=0.5) as server,
+        BlazeClient("127.0.0.1", server.grpc_port, registry=app.registry) as client,
+    ):
+        with pytest.raises(BlazeError) as refused:
+            await client.predict("echo", text="x" * 2_000_000)
+        assert refused.value.status is Status.RESOURCE_EXHAUSTED
+        assert "request message is 2000004 bytes; the limit is 1048576" in refused.value.message
+        assert await client.predict("echo", text="x" * 1000) == "x" * 1000  # the connection serves on
+
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.grpc_port)  # never says a word
+        start = time.monotonic()
+        await asyncio.wait_for(reader.read(), 5)  # the server's settings, then the end
+        assert time.monotonic() - start < 3
+        writer.close()

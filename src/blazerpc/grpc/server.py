@@ -4,29 +4,64 @@ from __future__ import annotations
 
 import socket
 import weakref
-from typing import Any
+from asyncio import BaseTransport
+from typing import TYPE_CHECKING, Any
 
 from grpclib.health.check import ServiceStatus
 from grpclib.health.service import OVERALL, Health
+from grpclib.protocol import H2Protocol
 from grpclib.reflection.service import ServerReflection
 from grpclib.server import Server
 
+from ..connections import ConnectionBudget
 from ..lifecycle import Lifecycle
 from ..protobuf.descriptors import Schema
 from ..registry import Registry
 from ..runtime import Runtime
-from .service import InferenceService, Invoke
+from .service import InferenceService, Invoke, MessageLimits
+
+if TYPE_CHECKING:
+    from ..serving import ServeConfig
+
+
+class _GuardedH2Protocol(H2Protocol):
+    """One gRPC connection, counted in the connection budget (see ``blazerpc.connections``)."""
+
+    def __init__(self, *args: Any, budget: ConnectionBudget, idle_timeout_s: float) -> None:
+        super().__init__(*args)
+        self.budget = budget
+        self.idle_timeout_s = idle_timeout_s
+
+    def connection_made(self, transport: BaseTransport) -> None:
+        super().connection_made(transport)
+        if not self.budget.admit(self):
+            self.close()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.budget.release(self)
+        super().connection_lost(exc)
+
+    def busy(self) -> bool:
+        return bool(self.processor.streams)
+
+    def close(self) -> None:
+        self.connection.close()
 
 
 class _GrpclibServer(Server):
-    """grpclib's server, remembering its connections so shutdown can close them."""
+    """grpclib's server, its connections in the budget and remembered so shutdown can close them."""
 
-    def __init__(self, handlers: list[Any], **kwargs: Any) -> None:
-        super().__init__(handlers, **kwargs)
+    def __init__(self, handlers: list[Any], budget: ConnectionBudget, idle_timeout_s: float) -> None:
+        super().__init__(handlers)
+        self.budget = budget
+        self.idle_timeout_s = idle_timeout_s
         self.protocols: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def _protocol_factory(self) -> Any:
-        protocol = super()._protocol_factory()
+        plain = super()._protocol_factory()
+        protocol = _GuardedH2Protocol(
+            plain.handler, plain.config, plain.h2_config, budget=self.budget, idle_timeout_s=self.idle_timeout_s
+        )
         self.protocols.add(protocol)
         return protocol
 
@@ -41,13 +76,23 @@ class GrpcTransport:
     """A thin wrapper over ``grpclib.server.Server`` with our services mounted."""
 
     def __init__(
-        self, registry: Registry, schema: Schema, runtime: Runtime, lifecycle: Lifecycle, invoke: Invoke
+        self,
+        registry: Registry,
+        schema: Schema,
+        runtime: Runtime,
+        lifecycle: Lifecycle,
+        invoke: Invoke,
+        config: ServeConfig,
+        connections: ConnectionBudget,
     ) -> None:
-        service = InferenceService(registry, schema, runtime, lifecycle, invoke)
+        service = InferenceService(
+            registry, schema, runtime, lifecycle, invoke, MessageLimits(config.max_body_bytes, config.body_timeout_s)
+        )
         status = ServiceStatus()
         lifecycle.on_change(status.set)
         health = Health({service: [status], OVERALL: [status]})
-        self.server = _GrpclibServer(ServerReflection.extend([service, health], pool=schema.pool))
+        handlers = ServerReflection.extend([service, health], pool=schema.pool)
+        self.server = _GrpclibServer(handlers, connections, config.grpc_idle_timeout_s)
         self.port = 0
 
     async def start(self, host: str, port: int, reuse_port: bool = False) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -27,12 +29,27 @@ log = logging.getLogger("blazerpc.grpc")
 Invoke = Callable[[ModelInfo, dict[str, Any]], Awaitable[Any]]
 
 
+@dataclass(frozen=True)
+class MessageLimits:
+    """A request message's largest size, and the longest wait for its next bytes."""
+
+    max_bytes: int = 32 * 2**20
+    timeout_s: float = 30.0
+
+
 class InferenceService:
     """A grpclib servable: ``__mapping__`` gives ``{path: Handler}`` for every model."""
 
     def __init__(
-        self, registry: Registry, schema: Schema, runtime: Runtime, lifecycle: Lifecycle, invoke: Invoke
+        self,
+        registry: Registry,
+        schema: Schema,
+        runtime: Runtime,
+        lifecycle: Lifecycle,
+        invoke: Invoke,
+        limits: MessageLimits = MessageLimits(),
     ) -> None:
+        self.limits = limits
         self.registry = registry
         self.schema = schema
         self.runtime = runtime
@@ -76,7 +93,7 @@ class InferenceService:
 
         async def handle(stream: Stream[Any, Any]) -> None:
             with _grpc_status(model, self.lifecycle), self.lifecycle.track():
-                kwargs = decode(await _recv(stream))
+                kwargs = decode(await _recv(stream, self.limits))
                 reply = encode_reply(await self.invoke(model, kwargs))
             await stream.send_message(reply)
 
@@ -88,7 +105,7 @@ class InferenceService:
 
         async def handle(stream: Stream[Any, Any]) -> None:
             with _grpc_status(model, self.lifecycle), self.lifecycle.track():
-                kwargs = decode(await _recv(stream))
+                kwargs = decode(await _recv(stream, self.limits))
                 async with self.runtime.stream(model, kwargs) as items:
                     sent = 0
                     async for item in items:
@@ -100,14 +117,33 @@ class InferenceService:
         return handle
 
 
-async def _recv(stream: Stream[Any, Any]) -> Any:
+async def _recv(stream: Stream[Any, Any], limits: MessageLimits) -> Any:
+    """The request message, refused by its length prefix, before it is read, if it is too large.
+
+    grpclib's ``recv_message`` reads whatever length the prefix announces; this is its
+    body (grpclib 0.4, pinned) with the check added.
+    """
     try:
-        request = await stream.recv_message()
+        async with asyncio.timeout(limits.timeout_s):
+            prefix = await stream._stream.recv_data(5)
+            if not prefix:
+                raise BlazeError(Status.INVALID_ARGUMENT, "no request message")
+            compressed, size = struct.unpack(">?I", prefix)
+            if compressed:
+                raise BlazeError(Status.UNIMPLEMENTED, "compressed messages are not supported")
+            if size > limits.max_bytes:
+                message = f"request message is {size} bytes; the limit is {limits.max_bytes} (--max-body-mb)"
+                raise BlazeError(Status.RESOURCE_EXHAUSTED, message)
+            data = await stream._stream.recv_data(size)
+    except TimeoutError:
+        message = f"the request message stalled: nothing came for {limits.timeout_s:g} s"
+        raise BlazeError(Status.DEADLINE_EXCEEDED, message) from None
+    if len(data) != size:
+        raise BlazeError(Status.INVALID_ARGUMENT, f"request message ended after {len(data)} of {size} bytes")
+    try:
+        return stream._codec.decode(data, stream._recv_type)
     except DecodeError as exc:
         raise BlazeError(Status.INVALID_ARGUMENT, f"cannot decode request: {exc}") from None
-    if request is None:
-        raise BlazeError(Status.INVALID_ARGUMENT, "no request message")
-    return request
 
 
 class _grpc_status:

@@ -2,6 +2,7 @@
 
 - A body over the limit gets 413 at once: from its ``Content-Length`` before a byte of it is
   read, or, sent chunked, as soon as the bytes read pass the limit.
+- A body must keep coming: a wait of ``body_timeout_s`` for its next piece is a 408.
 - A JSON body is checked against what Python's parser lets through but JSON is not (NaN,
   Infinity, lone surrogates): 422, before any route sees it.
 - Requests that do work (any method but GET, HEAD and OPTIONS) are counted in flight for the
@@ -36,11 +37,19 @@ class _Refusal(BaseException):
 
 
 class RequestGate:
-    def __init__(self, app: ASGIApp, lifecycle: Lifecycle, errors: ErrorResponder, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        lifecycle: Lifecycle,
+        errors: ErrorResponder,
+        max_body_bytes: int,
+        body_timeout_s: float = 30.0,
+    ) -> None:
         self.app = app
         self.lifecycle = lifecycle
         self.errors = errors
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -104,10 +113,10 @@ class _Exchange:
             await self.client_gone.wait()
             return {"type": "http.disconnect"}
         if not self.json:
-            return self._count(await self._receive())
+            return self._count(await self._receive_body())
         chunks = []
         while True:
-            message = self._count(await self._receive())
+            message = self._count(await self._receive_body())
             if message["type"] != "http.request":
                 return message
             chunks.append(message.get("body", b""))
@@ -119,6 +128,14 @@ class _Exchange:
         except BlazeError as exc:
             raise _Refusal(exc) from None
         return {"type": "http.request", "body": body, "more_body": False}
+
+    async def _receive_body(self) -> Message:
+        try:
+            async with asyncio.timeout(self.gate.body_timeout_s):
+                return await self._receive()
+        except TimeoutError:
+            message = f"the request body stalled: nothing came for {self.gate.body_timeout_s:g} s"
+            raise _Refusal(BlazeError(Status.DEADLINE_EXCEEDED, message), 408, close=True) from None
 
     def _count(self, message: Message) -> Message:
         if message["type"] == "http.request":

@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import math
 import socket
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import uvicorn
 
 from ..app import BlazeApp
+from ..connections import ConnectionBudget
 from ..lifecycle import Lifecycle
 from ..runtime import Runtime
 from .errors import ErrorResponder
 from .gate import RequestGate
+from .protocol import GuardedHttpProtocol
 from .routes import Invoke, build_api
+
+if TYPE_CHECKING:
+    from ..serving import ServeConfig
 
 
 class _UvicornServer(uvicorn.Server):
@@ -30,13 +38,19 @@ class HttpTransport:
         runtime: Runtime,
         lifecycle: Lifecycle,
         invoke: Invoke,
-        grace: float = 10.0,
-        max_body_bytes: int = 32 * 2**20,
+        config: ServeConfig,
+        connections: ConnectionBudget,
     ) -> None:
         errors = ErrorResponder(app.http_error_bodies)
         self.api = build_api(app, runtime, lifecycle, invoke, errors)
-        self.gate = RequestGate(self.api, lifecycle, errors, max_body_bytes)
-        self.grace = grace
+        self.gate = RequestGate(self.api, lifecycle, errors, config.max_body_bytes, config.body_timeout_s)
+        self.config = config
+        self.protocol = functools.partial(
+            GuardedHttpProtocol,
+            budget=connections,
+            idle_timeout_s=config.idle_timeout_s,
+            max_head_bytes=config.max_head_kb * 1024,
+        )
         self.port = 0
         self.server: _UvicornServer | None = None
         self.task: asyncio.Task[None] | None = None
@@ -55,11 +69,12 @@ class HttpTransport:
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
             self.gate,
-            http="httptools",
+            http=self.protocol,  # type: ignore[arg-type]
             lifespan="off",
             log_level="warning",
             access_log=False,
-            timeout_graceful_shutdown=int(self.grace) + 1,  # BlazeServer.stop decides; this is a backstop
+            timeout_keep_alive=math.ceil(self.config.idle_timeout_s),
+            timeout_graceful_shutdown=math.ceil(self.config.grace_period) + 1,  # BlazeServer.stop decides
         )
         self.server = _UvicornServer(config)
         self.task = asyncio.create_task(self.server.serve(sockets=[sock]))
