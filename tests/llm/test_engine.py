@@ -59,6 +59,8 @@ def test_preemption_under_a_small_cache_keeps_outputs_unchanged(tiny: LoadedMode
     tight = run_all(eng, requests)
     assert [[e.token_id for e in o] for o in tight] == [[e.token_id for e in o] for o in roomy]
     assert eng.blocks.num_free == eng.blocks.num_blocks
+    # a preempted sequence is prefilled again, but only a stream's first event says "prefill"
+    assert all([e.prefill for e in o] == [True] + [False] * (len(o) - 1) for o in tight)
 
 
 def test_aborted_and_finished_sequences_free_every_block(tiny: LoadedModel) -> None:

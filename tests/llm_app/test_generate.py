@@ -167,4 +167,9 @@ async def test_requests_beyond_the_queue_get_429(tiny_dir: Path) -> None:
         await until(lambda: service.door.client.outstanding == 2)  # one runs, one waits
         reply = await http.post("/generate", json=body)
         assert reply.status_code == 429 and "engine is full" in reply.json()["error"]["message"]
+        streamed = await http.post("/generate", json=body | {"stream": True})  # a real status, not an event
+        assert streamed.status_code == 429 and "engine is full" in streamed.json()["error"]["message"]
+        assert streamed.headers["retry-after"] == "1"
+        bad_stop = await http.post("/generate", json=body | {"stream": True, "stop": [""]})
+        assert bad_stop.status_code == 422 and bad_stop.json()["detail"][0]["loc"] == ["body", "stop"]
         assert all(r.status_code == 200 for r in await asyncio.gather(*running))
