@@ -13,6 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
+from grpclib.client import Channel
+from grpclib.health.v1.health_grpc import HealthStub
+from grpclib.health.v1.health_pb2 import HealthCheckRequest
 
 from blazerpc import BlazeApp, BlazeServer, ServeConfig
 
@@ -81,3 +84,12 @@ async def until(predicate: Any, timeout: float = 5.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met")
         await asyncio.sleep(0.005)
+
+
+async def grpc_health(port: int) -> int:
+    channel = Channel("127.0.0.1", port)
+    try:
+        reply = await HealthStub(channel).Check(HealthCheckRequest(service="blazerpc.InferenceService"), timeout=5)
+        return int(reply.status)
+    finally:
+        channel.close()

@@ -11,27 +11,16 @@ import time
 from pathlib import Path
 
 import httpx
-from grpclib.client import Channel
-from grpclib.health.v1.health_grpc import HealthStub
-from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
+from grpclib.health.v1.health_pb2 import HealthCheckResponse
 
 from blazerpc import BlazeClient, BlazeError, Status
 from blazerpc.llm.client import EngineState, RestartPolicy
 from blazerpc.llm.config import EngineConfig
 from blazerpc.llm_app.service import LLMService
-from tests.conftest import blaze, free_port, serving, until, wait_http_ready
+from tests.conftest import blaze, free_port, grpc_health, serving, until, wait_http_ready
 
 CONFIG = EngineConfig(kv_cache_mb=16, max_model_len=512, max_num_seqs=8)
 LONG = {"prompt": "a long story", "max_tokens": 400, "temperature": 0, "ignore_eos": True}
-
-
-async def grpc_health(port: int) -> int:
-    channel = Channel("127.0.0.1", port)
-    try:
-        reply = await HealthStub(channel).Check(HealthCheckRequest(service="blazerpc.InferenceService"), timeout=5)
-        return int(reply.status)
-    finally:
-        channel.close()
 
 
 async def test_a_killed_engine_ends_streams_with_unavailable_flips_readiness_and_comes_back(tiny_dir: Path) -> None:
