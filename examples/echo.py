@@ -5,8 +5,10 @@ blaze serve examples.echo:app
 
 import asyncio
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 
 from blazerpc import BlazeApp, TensorInput, TensorOutput
 
@@ -28,8 +30,8 @@ async def generate_tokens(prompt: str, max_tokens: int = 32) -> Token:
 
 
 @app.model("echo", version="1")
-def echo(text: str, times: int = 1) -> str:
-    """Repeat the text."""
+def echo(text: str, times: Annotated[int, Field(ge=0, le=1000)] = 1) -> str:
+    """Repeat the text (at most 1,000 times: a bound keeps a client from asking for terabytes)."""
     return text * times
 
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import numpy as np
 import numpy.typing as npt
 import pydantic
-from pydantic import AfterValidator, BaseModel, Field, create_model
+from pydantic import AfterValidator, BaseModel, WithJsonSchema, create_model
 
 from ..errors import InvalidArgument
 from ..schema import MISSING, ListOf, Scalar, Struct, Tensor, TypeSpec
@@ -61,11 +61,29 @@ def _annotation(spec: TypeSpec) -> Any:
     if isinstance(spec, ListOf):
         return list[_annotation(spec.item)]  # type: ignore[misc]
     if isinstance(spec, Tensor):
-        described = Field(description=f"{spec.spec.dtype.name} tensor {spec.spec.describe()} as nested lists")
-        return Annotated[list[Any], AfterValidator(_tensor_validator(spec.spec)), described]
+        description = f"{spec.spec.dtype.name} tensor {spec.spec.describe()} as nested lists"
+        return Annotated[
+            list[Any],
+            AfterValidator(_tensor_validator(spec.spec)),
+            WithJsonSchema(tensor_json_schema(spec.spec, description)),
+        ]
     struct_model = request_model(spec.name, spec.fields)
     cls = spec.cls
     return Annotated[struct_model, AfterValidator(lambda m: cls(**_values(m)))]
+
+
+def tensor_json_schema(spec: TensorSpec, description: str) -> dict[str, Any]:
+    """Nested arrays, one per dim, of the dtype's JSON type; a fixed dim fixes its array's length."""
+    kind = spec.dtype.kind
+    schema: dict[str, Any] = {"type": "boolean" if kind == "b" else "integer" if kind in "iu" else "number"}
+    if kind == "f":
+        schema |= {"minimum": float(np.finfo(spec.dtype).min), "maximum": float(np.finfo(spec.dtype).max)}
+    elif kind in "iu":
+        schema |= {"minimum": int(np.iinfo(spec.dtype).min), "maximum": int(np.iinfo(spec.dtype).max)}
+    for dim in reversed(spec.dims):
+        schema = {"type": "array", "items": schema}
+        schema |= {"minItems": dim, "maxItems": dim} if isinstance(dim, int) else {"minItems": 1}
+    return schema | {"description": description}
 
 
 def _values(model: BaseModel) -> dict[str, Any]:
