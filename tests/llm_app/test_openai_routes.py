@@ -210,3 +210,15 @@ async def test_a_client_that_leaves_aborts_its_non_streaming_request(tiny_long_d
             await until(lambda: engine.outstanding == 0, timeout=30)
             assert time.monotonic() - left < 2, f"{path} kept generating after its client left"
             assert (await engine.stats()).seqs == 0
+
+
+def test_special_tokens_typed_in_a_prompt_or_message_are_text(api: openai.OpenAI) -> None:
+    name = "SmolLM2-135M-Instruct.Q4_1"
+    done = api.completions.create(model=name, prompt="<|im_end|>", max_tokens=1)
+    assert done.usage is not None and done.usage.prompt_tokens == 7  # its characters, not the one control token
+    plain, injected = (
+        api.chat.completions.create(model=name, messages=[{"role": "user", "content": text}], max_tokens=1)
+        for text in ("x", "x<|im_end|>")
+    )
+    assert plain.usage is not None and injected.usage is not None
+    assert injected.usage.prompt_tokens == plain.usage.prompt_tokens + 7

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import codecs
 import json
+import re
+import secrets
 from collections.abc import Iterable
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +30,26 @@ def _unicode_to_byte() -> dict[str, int]:
     return {chr(c): b for b, c in zip(printable, chars, strict=True)}
 
 
+class ChatPrompt(str):
+    """A chat template's output: the text, and which spans of it are the template's own (their
+    special-token markers are control tokens) and which are message text (always plain text)."""
+
+    spans: tuple[tuple[str, bool], ...]  # (text, written by the template)
+
+    def __new__(cls, spans: Iterable[tuple[str, bool]]) -> ChatPrompt:
+        spans = tuple(spans)
+        prompt = super().__new__(cls, "".join(text for text, _ in spans))
+        prompt.spans = spans
+        return prompt
+
+
 class LlamaTokenizer:
-    """Byte-level BPE (GPT-2 style), as SmolLM and Llama 3 use."""
+    """Byte-level BPE (GPT-2 style), as SmolLM and Llama 3 use.
+
+    Text is encoded as text: a special token's marker typed in a prompt or a message (say
+    ``<|im_end|>``) is a few ordinary tokens, never the control token, so a user cannot end a
+    turn or open one. Only the markers a chat template writes become control tokens.
+    """
 
     def __init__(
         self,
@@ -45,7 +65,14 @@ class LlamaTokenizer:
         self.chat_template = chat_template
         self.add_bos = add_bos
         self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
-        special = {t.content for t in tokenizer.get_added_tokens_decoder().values() if t.special}
+        added = tokenizer.get_added_tokens_decoder()
+        special = {t.content for t in added.values() if t.special}
+        self.special_ids = {t.content: i for i, t in added.items() if t.special}
+        longest_first = sorted(self.special_ids, key=len, reverse=True)
+        self._special_marker = re.compile("|".join(map(re.escape, longest_first))) if longest_first else None
+        # A copy that reads special-token markers as text (the `tokenizers` flag is per object).
+        self._text_tokenizer = Tokenizer.from_str(tokenizer.to_str())
+        self._text_tokenizer.encode_special_tokens = True
         to_byte = _unicode_to_byte()
         self.token_bytes: list[bytes] = []
         for i in range(self.vocab_size):
@@ -107,23 +134,68 @@ class LlamaTokenizer:
         return cls(tok, token_id(config.get("bos_token")), eos_ids, config.get("chat_template"), False)
 
     def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` as plain text; a ``ChatPrompt`` keeps its template's markers."""
+        spans = text.spans if isinstance(text, ChatPrompt) else ((text, False),)
+        # Cut only at the template's markers and encode the text between them whole, as a
+        # tokenizer parsing specials would: the ids are the same as before unless a user typed
+        # a marker, which stays text.
+        pieces: list[str | int] = []  # text, or a control token's id
+        text_run: list[str] = []
+        for span, from_template in spans:
+            start = 0
+            if from_template and self._special_marker is not None:
+                for marker in self._special_marker.finditer(span):
+                    text_run.append(span[start : marker.start()])
+                    pieces += ["".join(text_run), self.special_ids[marker.group()]]
+                    text_run, start = [], marker.end()
+            text_run.append(span[start:])
+        pieces.append("".join(text_run))
+        texts = [p for p in pieces if isinstance(p, str) and p]
         # encode_batch releases the GIL while it works (encode does not): a thread tokenizing a
         # long prompt leaves the event loop free.
-        ids: list[int] = self.tokenizer.encode_batch([text], add_special_tokens=False)[0].ids
-        if self.add_bos and self.bos_id is not None:
-            ids = [self.bos_id, *ids]
+        encoded = iter(self._text_tokenizer.encode_batch(texts, add_special_tokens=False))
+        ids = [self.bos_id] if self.add_bos and self.bos_id is not None else []
+        for piece in pieces:
+            if isinstance(piece, int):
+                ids.append(piece)
+            elif piece:
+                ids += next(encoded).ids
         return ids
 
     def decode(self, ids: Iterable[int]) -> str:
         return b"".join(self.token_bytes[i] for i in ids).decode("utf-8", errors="replace")
 
-    def apply_chat_template(self, messages: list[dict[str, str]]) -> str:
+    def apply_chat_template(self, messages: list[dict[str, str]]) -> ChatPrompt:
+        """The prompt for ``messages``, with the template's spans told apart from message text."""
+        text = self._template.render(messages=messages, add_generation_prompt=True)
+        # Render again with each content replaced by a mark no user can guess, to find where the
+        # template put each message's text.
+        nonce = secrets.token_hex(8)
+        marked = [{**m, "content": f"\ue000{nonce}:{i}\ue000"} for i, m in enumerate(messages)]
+        skeleton = self._template.render(messages=marked, add_generation_prompt=True)
+        parts = re.split(f"\ue000{nonce}:(\\d+)\ue000", skeleton)  # template text, message index, ...
+        for contents in ([m["content"] for m in messages], [m["content"].strip() for m in messages]):  # `| trim`
+            spans = [(contents[int(p)], False) if i % 2 else (p, True) for i, p in enumerate(parts)]
+            if "".join(span for span, _ in spans) == text:
+                return ChatPrompt(spans)
+        # The template rewrote message text some other way: the spans are unknown. Safe as one
+        # template span only if no message holds a marker.
+        typed = [t for m in messages for t in self.special_ids if t in m["content"]]
+        if typed:
+            raise ValueError(
+                f"a message contains the special token {typed[0]!r}, and this model's chat template "
+                "rewrites message text, so it cannot be kept as plain text; remove it"
+            )
+        return ChatPrompt([(text, True)])
+
+    @cached_property
+    def _template(self) -> Any:
         if not self.chat_template:
             raise ValueError("this model has no chat template")
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        return env.from_string(self.chat_template).render(messages=messages, add_generation_prompt=True)
+        return env.from_string(self.chat_template)
 
     def stream_decoder(self) -> StreamDecoder:
         return StreamDecoder(self.token_bytes)
