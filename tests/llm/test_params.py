@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from blazerpc.llm.params import SEED_RANGE, InvalidParam, SamplingParams
+from blazerpc.llm.params import MAX_STOP_CHARS, MAX_STOP_STRINGS, SEED_RANGE, InvalidParam, SamplingParams
 
 
 def test_params_validate_and_name_the_field() -> None:
@@ -18,6 +18,20 @@ def test_params_validate_and_name_the_field() -> None:
         with pytest.raises(InvalidParam, match=param) as caught:
             SamplingParams(**bad)  # type: ignore[arg-type]
         assert caught.value.param == param and isinstance(caught.value, ValueError)
+
+
+def test_stop_is_capped_in_count_and_length() -> None:
+    assert (MAX_STOP_STRINGS, MAX_STOP_CHARS) == (16, 256)
+    assert len(SamplingParams(stop=("x" * 256,) * 16).stop) == 16
+    for stop, message in [
+        (("a",) * 17, "stop takes at most 16 strings, got 17"),
+        (("a",) * 100_000, "stop takes at most 16 strings, got 100000"),
+        (("ok", "x" * 257), "stop strings must be at most 256 characters, got 257"),
+        (("",), "stop strings must not be empty"),
+    ]:
+        with pytest.raises(InvalidParam) as caught:
+            SamplingParams(stop=stop)
+        assert caught.value.param == "stop" and str(caught.value) == message
 
 
 def test_params_take_seeds_across_the_generator_range() -> None:

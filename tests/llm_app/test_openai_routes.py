@@ -222,3 +222,18 @@ def test_special_tokens_typed_in_a_prompt_or_message_are_text(api: openai.OpenAI
     )
     assert plain.usage is not None and injected.usage is not None
     assert injected.usage.prompt_tokens == plain.usage.prompt_tokens + 7
+
+
+def test_too_many_or_too_long_stop_strings_are_422_on_every_route(
+    api: openai.OpenAI, llm_server: tuple[int, int]
+) -> None:
+    name = "SmolLM2-135M-Instruct.Q4_1"
+    for stop, message in [(["a"] * 17, "at most 16 strings"), (["x" * 257], "at most 256 characters"), ([""], "empty")]:
+        with pytest.raises(openai.UnprocessableEntityError, match=message) as err:
+            api.completions.create(model=name, prompt="hi", stop=stop)
+        assert err.value.param == "stop"
+        with pytest.raises(openai.UnprocessableEntityError, match=message):
+            api.chat.completions.create(model=name, messages=[{"role": "user", "content": "hi"}], stop=stop)
+        native_url = f"http://127.0.0.1:{llm_server[0]}/generate"
+        reply = httpx.post(native_url, json={"prompt": "hi", "stop": stop}, timeout=60)
+        assert reply.status_code == 422 and message in reply.text

@@ -8,6 +8,12 @@ from dataclasses import dataclass, field
 #: Seeds a torch generator accepts (``torch.Generator.manual_seed``); larger ones overflow.
 SEED_RANGE = (-(2**63), 2**64 - 1)
 
+#: Caps on ``stop``: every stop string is checked against each new token's text, so 100,000 of
+#: them slowed every stream sharing the engine. OpenAI allows 4 strings and vLLM has no cap;
+#: 16 of 256 characters leave room for templates' end markers and a few user phrases.
+MAX_STOP_STRINGS = 16
+MAX_STOP_CHARS = 256
+
 
 class InvalidParam(ValueError):
     """A sampling parameter out of range; ``param`` names it."""
@@ -40,5 +46,9 @@ class SamplingParams:
             raise InvalidParam("top_k", f"top_k must be >= 0 (0 turns it off), got {self.top_k}")
         if self.seed is not None and not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
             raise InvalidParam("seed", f"seed must be between {SEED_RANGE[0]} and {SEED_RANGE[1]}")
+        if len(self.stop) > MAX_STOP_STRINGS:
+            raise InvalidParam("stop", f"stop takes at most {MAX_STOP_STRINGS} strings, got {len(self.stop)}")
         if any(not s for s in self.stop):
             raise InvalidParam("stop", "stop strings must not be empty")
+        if longest := max((len(s) for s in self.stop if len(s) > MAX_STOP_CHARS), default=0):
+            raise InvalidParam("stop", f"stop strings must be at most {MAX_STOP_CHARS} characters, got {longest}")
