@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import resource
-import socket
-
-import httpx
-from grpclib.health.v1.health_pb2 import HealthCheckResponse
 
 from blazerpc.connections import RESERVED_FDS, ConnectionBudget, default_max_connections
-from tests.conftest import blaze, free_port, grpc_health, wait_http_ready
 
 
 class Socketish:
@@ -69,27 +64,3 @@ async def test_idle_connections_are_closed_after_their_timeout_and_busy_ones_nev
 def test_the_default_budget_leaves_file_descriptors_for_everything_else() -> None:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     assert default_max_connections() == max(16, soft - RESERVED_FDS)
-
-
-def test_a_server_under_a_low_file_limit_keeps_answering_past_it(process_cleanup: list) -> None:
-    """300 idle sockets against ``ulimit -n 256``: once, /health and gRPC stopped answering (EMFILE)."""
-    http_port, grpc_port = free_port(), free_port()
-
-    def low_file_limit() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
-
-    server = blaze("serve", "tests.apps:app", "--host", "127.0.0.1", "--http-port", str(http_port),
-                   "--port", str(grpc_port), preexec_fn=low_file_limit)  # fmt: skip
-    process_cleanup.append(server)
-    wait_http_ready(http_port)
-    idle = []
-    for port in (http_port, grpc_port) * 150:
-        sock = socket.create_connection(("127.0.0.1", port))
-        idle.append(sock)
-    try:
-        for _ in range(3):
-            assert httpx.get(f"http://127.0.0.1:{http_port}/health", timeout=5).status_code == 200
-            assert asyncio.run(grpc_health(grpc_port)) == HealthCheckResponse.SERVING
-    finally:
-        for sock in idle:
-            sock.close()
