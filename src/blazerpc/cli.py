@@ -117,7 +117,17 @@ def llm(
     ] = "auto",
     max_num_seqs: Annotated[int, typer.Option(min=1, help="Sequences decoded together.")] = 32,
     max_waiting: Annotated[int, typer.Option(min=1, help="Queued requests before 429.")] = 256,
-    max_prefill_tokens: Annotated[int, typer.Option(min=1, help="Prompt tokens prefilled per step.")] = 512,
+    max_prefill_tokens: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Prompt tokens computed per step; a longer prompt is prefilled in chunks over several steps "
+            "while running streams keep decoding.",
+        ),
+    ] = 512,
+    prefix_caching: Annotated[
+        bool, typer.Option(help="Reuse the KV cache of prompt prefixes seen before (system prompts, earlier turns).")
+    ] = True,
     max_model_len: Annotated[int, typer.Option(min=16, help="Context length (prompt + answer).")] = 2048,
     kv_cache_mb: Annotated[int, typer.Option(min=1, help="KV cache budget in MiB.")] = 1024,
     grace_period: Annotated[float, typer.Option(min=0, help="Seconds in-flight calls get on shutdown.")] = 10.0,
@@ -153,6 +163,7 @@ def llm(
             max_num_seqs=max_num_seqs,
             max_waiting=max_waiting,
             max_prefill_tokens=max_prefill_tokens,
+            prefix_caching=prefix_caching,
             max_model_len=max_model_len,
             kv_cache_mb=kv_cache_mb,
             dtype=dtype,

@@ -47,6 +47,26 @@ def test_real_model_greedy_is_the_same_alone_or_in_a_batch_of_16(smollm: LoadedM
     assert [e.token_id for e in outputs[0]] == GOLDEN[0]["greedy_ids"][:32]
 
 
+def test_real_model_greedy_is_the_same_with_the_prefix_cache_and_prompts_in_chunks(smollm: LoadedModel) -> None:
+    """float32: a cached prefix, a next turn over the cached answer, and 48-token chunks change no token."""
+    params = SamplingParams(max_tokens=16, temperature=0, ignore_eos=True)
+    system = smollm.tokenizer.encode(
+        "You are a support assistant for a bicycle shop. Answer in two sentences, mention prices in euros, "
+        "and never promise delivery dates. The shop sells city bikes, road bikes and spare parts. " * 2
+    )
+    questions = [" Which bike suits a 10 km commute?", " Do you repair brakes?", " What does a chain cost?"]
+    first = system + smollm.tokenizer.encode(questions[0])
+    cold = LLMEngine(smollm, EngineConfig(kv_cache_mb=64, max_model_len=512, prefix_caching=False))
+    warm = LLMEngine(smollm, EngineConfig(kv_cache_mb=64, max_model_len=512, max_prefill_tokens=48))
+    answer = [e.token_id for e in cold.generate(first, params)]
+    prompts = [first, *(system + smollm.tokenizer.encode(q) for q in questions[1:])]
+    prompts.append(first + answer + smollm.tokenizer.encode(" And for 20 km?"))
+    assert [e.token_id for e in warm.generate(first, params)] == answer
+    for ids in prompts:
+        assert [e.token_id for e in warm.generate(ids, params)] == [e.token_id for e in cold.generate(ids, params)]
+    assert warm.blocks.stats.hits >= 4 * (len(system) // 16 * 16)
+
+
 @pytest.mark.skipif(not native_bf16("cpu"), reason="this CPU has no bf16 instructions (auto picks float32 here)")
 def test_bfloat16_predicts_the_reference_next_token_at_95_percent_of_positions() -> None:
     """What ``--dtype auto`` picks on CPUs with bf16 instructions: teacher-forced along the

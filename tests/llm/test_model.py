@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections import OrderedDict
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,10 @@ from blazerpc.llm.device import DTYPES, native_bf16, torch_dtype
 from blazerpc.llm.engine import EngineConfig, LLMEngine
 from blazerpc.llm.linear import Linear
 from blazerpc.llm.loader import LoadedModel, load
-from blazerpc.llm.model import Attention, AttentionBatch, KVCache, Llama
+from blazerpc.llm.model import Attention, AttentionBatch, KVCache, Llama, PrefillSpan
 from blazerpc.llm.runner import ModelRunner
 from blazerpc.llm.sampling import SamplingParams
+from blazerpc.llm.scheduler import Chunk, Step
 from blazerpc.llm.sequence import Sequence
 
 
@@ -25,7 +27,7 @@ def full_logits(model: Llama, ids: list[int]) -> torch.Tensor:
     n = len(ids)
     cache = KVCache(model.config, -(-n // 16), 16, dtype=model.weight_dtype)
     everything = torch.arange(n)
-    batch = AttentionBatch(everything // 16, everything % 16, everything, 0, None, None, [(0, n)])
+    batch = AttentionBatch(everything // 16, everything % 16, everything, 0, None, None, [PrefillSpan(0, n)])
     logits: torch.Tensor = model(torch.tensor(ids), batch, cache, everything)
     return logits
 
@@ -36,21 +38,33 @@ def decode_logits(loaded: LoadedModel, prompts: list[list[int]], steps: int) -> 
     blocks = BlockManager(num_blocks=64, block_size=4)
     shuffled = list(blocks.free)
     random.Random(0).shuffle(shuffled)
-    blocks.free.clear()
-    blocks.free.extend(shuffled)
+    blocks.free = OrderedDict.fromkeys(shuffled)
     runner = ModelRunner(loaded.model, blocks)
     seqs = [Sequence(list(ids), SamplingParams(max_tokens=steps)) for ids in prompts]
     for seq in seqs:
         blocks.allocate(seq)
-    rows = runner.run([], seqs)
+    rows = runner.run(Step(prefill=[Chunk(seq, 0, seq.num_tokens) for seq in seqs]))
     out: list[list[torch.Tensor]] = [[row] for row in rows]
     for _ in range(steps):
         for seq, got in zip(seqs, out, strict=True):
             seq.output_ids.append(int(got[-1].argmax()))
             blocks.append(seq)
-        for got, row in zip(out, runner.run(seqs, []), strict=True):
+        for got, row in zip(out, runner.run(Step(decode=seqs)), strict=True):
             got.append(row)
     return out
+
+
+def test_a_prompt_prefilled_in_chunks_over_its_cached_prefix_matches_one_prefill(tiny: LoadedModel) -> None:
+    ids = tiny.tokenizer.encode("A prompt long enough to cut in chunks that do not end on block edges, twice over")
+    blocks = BlockManager(num_blocks=64, block_size=4)
+    runner = ModelRunner(tiny.model, blocks)
+    seq = Sequence(list(ids), SamplingParams())
+    blocks.allocate(seq)
+    rows = []
+    for start, stop in [(0, 5), (5, 6), (6, 13), (13, len(ids))]:  # 1-token and mid-block chunks too
+        rows.append(runner.run(Step(prefill=[Chunk(seq, start, stop - start)])))
+    assert [len(r) for r in rows] == [0, 0, 0, 1] and seq.num_cached == len(ids)
+    torch.testing.assert_close(rows[-1][0], full_logits(tiny.model, ids)[-1], atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("native_attention", [True, False], ids=["kernel", "torch-ops"])

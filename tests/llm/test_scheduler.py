@@ -2,18 +2,23 @@ from __future__ import annotations
 
 from blazerpc.llm.block_manager import BlockManager
 from blazerpc.llm.sampling import SamplingParams
-from blazerpc.llm.scheduler import Scheduler, SchedulerConfig
+from blazerpc.llm.scheduler import Chunk, Scheduler, SchedulerConfig, Step
 from blazerpc.llm.sequence import SeqState, Sequence
 
 
-def seq(n: int) -> Sequence:
-    return Sequence(list(range(n)), SamplingParams())
+def seq(n: int, first: int = 0) -> Sequence:
+    return Sequence(list(range(first, first + n)), SamplingParams())
 
 
-def run_step(decode: list[Sequence], prefill: list[Sequence]) -> None:
-    """What the runner and engine do to a step's sequences: cache them, add one token."""
-    for s in decode + prefill:
+def run_step(sched: Scheduler, step: Step) -> None:
+    """What the runner and engine do to a step's sequences: cache the computed tokens, sample."""
+    for s in step.decode:
         s.num_cached = s.num_tokens
+    for chunk in step.prefill:
+        chunk.seq.num_cached = chunk.start + chunk.length
+    for s in step.decode + [chunk.seq for chunk in step.prefill]:
+        sched.blocks.publish(s)
+    for s in step.sampled:
         s.output_ids.append(7)
 
 
@@ -21,50 +26,75 @@ def test_newcomers_prefill_while_running_sequences_decode() -> None:
     sched = Scheduler(SchedulerConfig(max_num_seqs=4), BlockManager(64, 4))
     a = seq(5)
     sched.add(a)
-    decode, prefill = sched.schedule()
-    assert (decode, prefill) == ([], [a]) and a.state is SeqState.RUNNING
-    run_step(decode, prefill)
-    b, c = seq(3), seq(4)
+    step = sched.schedule()
+    assert step == Step([], [Chunk(a, 0, 5)]) and a.state is SeqState.RUNNING and step.sampled == [a]
+    run_step(sched, step)
+    b, c = seq(3, first=10), seq(4, first=20)
     sched.add(b)
     sched.add(c)
-    decode, prefill = sched.schedule()
-    assert decode == [a] and prefill == [b, c]
+    step = sched.schedule()
+    assert step.decode == [a] and step.prefill == [Chunk(b, 0, 3), Chunk(c, 0, 4)]
+    assert step.sampled == [a, b, c]
 
 
-def test_max_num_seqs_and_prefill_budget_limit_admission() -> None:
+def test_max_num_seqs_limits_admission_and_the_budget_cuts_prompts_into_chunks() -> None:
     sched = Scheduler(SchedulerConfig(max_num_seqs=2, max_prefill_tokens=10), BlockManager(64, 4))
-    seqs = [seq(6), seq(6), seq(6)]
+    seqs = [seq(6, first=10 * i) for i in range(3)]
     for s in seqs:
         sched.add(s)
-    _, prefill = sched.schedule()
-    assert prefill == [seqs[0]]  # the second would pass the 10-token budget
-    run_step([], prefill)
-    _, prefill = sched.schedule()
-    assert prefill == [seqs[1]]
-    run_step([], prefill)
-    _, prefill = sched.schedule()
-    assert prefill == [] and list(sched.waiting) == [seqs[2]]  # max_num_seqs reached
-    long = seq(50)
-    sched2 = Scheduler(SchedulerConfig(max_prefill_tokens=10), BlockManager(64, 4))
-    sched2.add(long)
-    assert sched2.schedule()[1] == [long]  # a prompt over the budget still runs, alone
+    step = sched.schedule()
+    assert step.prefill == [Chunk(seqs[0], 0, 6), Chunk(seqs[1], 0, 4)]  # the second starts with what is left
+    assert step.sampled == [seqs[0]]
+    run_step(sched, step)
+    step = sched.schedule()
+    assert step.decode == [seqs[0]] and step.prefill == [Chunk(seqs[1], 4, 2)]
+    assert list(sched.waiting) == [seqs[2]]  # max_num_seqs reached
+
+
+def test_a_long_prompt_is_prefilled_in_chunks_while_running_sequences_keep_decoding() -> None:
+    sched = Scheduler(SchedulerConfig(max_prefill_tokens=8), BlockManager(64, 4))
+    short = seq(3)
+    sched.add(short)
+    run_step(sched, sched.schedule())
+    long = seq(30, first=100)
+    sched.add(long)
+    chunks = []
+    while not long.output_ids:
+        step = sched.schedule()
+        assert step.decode == [short]  # every step, the running sequence decodes
+        chunks += [(c.start, c.length) for c in step.prefill]
+        run_step(sched, step)
+    assert chunks == [(0, 8), (8, 8), (16, 8), (24, 6)]
+    assert len(long.block_table) == 8  # every block was held from the first chunk on
+
+
+def test_a_cached_prefix_is_skipped_and_only_the_rest_is_prefilled() -> None:
+    sched = Scheduler(SchedulerConfig(), BlockManager(64, 4))
+    first = seq(10)
+    sched.add(first)
+    run_step(sched, sched.schedule())
+    second = Sequence([*range(9), 55, 56], SamplingParams())  # shares two full blocks
+    sched.add(second)
+    step = sched.schedule()
+    assert step.prefill == [Chunk(second, 8, 3)] and step.sampled == [first, second]
 
 
 def test_a_full_cache_preempts_the_newest_sequence_and_it_resumes_later() -> None:
     bm = BlockManager(num_blocks=3, block_size=4)
     sched = Scheduler(SchedulerConfig(), bm)
-    a, b = seq(4), seq(4)
+    a, b = seq(4), seq(4, first=10)
     sched.add(a)
     sched.add(b)
-    run_step(*sched.schedule())  # both prefilled: 1 block each, now 5 tokens each
-    decode, prefill = sched.schedule()  # each needs a second block; only one is free
-    assert decode == [a] and prefill == []
+    run_step(sched, sched.schedule())  # both prefilled: 1 block each, now 5 tokens each
+    step = sched.schedule()  # each needs a second block; only one is free
+    assert step == Step([a], [])
     assert b.state is SeqState.WAITING and b.block_table == [] and b.num_cached == 0 and sched.waiting[0] is b
-    run_step(decode, prefill)
+    run_step(sched, step)
     sched.finish(a)
     assert bm.num_free == 3
-    decode, prefill = sched.schedule()
-    assert prefill == [b] and b.num_tokens == 5  # re-prefilled with its generated token
+    step = sched.schedule()
+    assert step.prefill == [Chunk(b, 4, 1)]  # re-prefilled: its own published block is a hit
+    assert b.num_tokens == 5
 
 
 def test_finish_frees_blocks_at_once_from_running_or_waiting() -> None:

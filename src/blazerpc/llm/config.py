@@ -11,7 +11,8 @@ DTYPES = ("float32", "bfloat16")
 class EngineConfig:
     max_num_seqs: int = 32
     max_waiting: int = 256  # requests queued beyond max_num_seqs before 429 (the client's admission)
-    max_prefill_tokens: int = 512  # prompt tokens per step; a longer prompt still runs, alone
+    max_prefill_tokens: int = 512  # prompt tokens per step; a longer prompt is prefilled in chunks
+    prefix_caching: bool = True  # reuse the KV blocks of prompt prefixes seen before
     max_model_len: int = 2048
     kv_cache_mb: int = 1024
     block_size: int = 16

@@ -13,7 +13,7 @@ from .block_manager import BlockManager
 from .config import EngineConfig
 from .loader import LoadedModel
 from .params import SamplingParams
-from .protocol import TokenEvent
+from .protocol import EngineStats, TokenEvent
 from .runner import ModelRunner
 from .sampling import StopChecker, make_generator, sample_rows
 from .scheduler import Scheduler, SchedulerConfig
@@ -42,7 +42,9 @@ class LLMEngine:
         mc = loaded.model.config
         kv_bytes = loaded.model.weight_dtype.itemsize  # the cache holds K and V in the weights' dtype
         bytes_per_token = 2 * mc.n_layers * mc.n_kv_heads * mc.head_dim * kv_bytes
-        self.blocks = BlockManager(self.config.num_blocks(bytes_per_token), self.config.block_size)
+        self.blocks = BlockManager(
+            self.config.num_blocks(bytes_per_token), self.config.block_size, prefix_caching=self.config.prefix_caching
+        )
         self.scheduler = Scheduler(
             SchedulerConfig(max_num_seqs=self.config.max_num_seqs, max_prefill_tokens=self.config.max_prefill_tokens),
             self.blocks,
@@ -73,28 +75,52 @@ class LLMEngine:
             self.scheduler.finish(seq)
             self.states.pop(seq_id, None)
 
+    def stats(self) -> EngineStats:
+        blocks, scheduler = self.blocks, self.scheduler
+        return EngineStats(
+            seqs=scheduler.num_seqs,
+            free_blocks=blocks.num_free,
+            num_blocks=blocks.num_blocks,
+            running=len(scheduler.running),
+            waiting=len(scheduler.waiting),
+            cached_blocks=blocks.num_cached,
+            prefix_cache_queries=blocks.stats.queries,
+            prefix_cache_hits=blocks.stats.hits,
+            prefix_cache_evictions=blocks.stats.evictions,
+            preemptions=scheduler.num_preemptions,
+        )
+
     @property
     def has_work(self) -> bool:
         return bool(self.seqs)
 
     def step(self) -> int:
         """Run one step; returns how many sequences it advanced."""
-        decode, prefill = self.scheduler.schedule()
-        seqs = decode + prefill
-        if not seqs:
+        step = self.scheduler.schedule()
+        if not step:
             return 0
         started = time.perf_counter()
-        logits = self.runner.run(decode, prefill)
+        logits = self.runner.run(step)
         step_ms = (time.perf_counter() - started) * 1000
+        for chunk in step.prefill:
+            chunk.seq.prefill_ms += step_ms
+            self.blocks.publish(chunk.seq)
+        for seq in step.decode:
+            self.blocks.publish(seq)
+        seqs = step.sampled
+        if not seqs:  # only chunks of prompts that go on next step
+            return len(step.prefill)
         states = [self.states[seq.seq_id] for seq in seqs]
         tokens = sample_rows(logits, [seq.params for seq in seqs], [state.generator for state in states])
         for seq, state, token in zip(seqs, states, tokens, strict=True):
             self._advance(seq, state, token, step_ms)
-        return len(seqs)
+        return len(step.decode) + len(step.prefill)
 
     def _advance(self, seq: Sequence, state: _Decoding, token: int, step_ms: float) -> None:
         seq.output_ids.append(token)
         first = len(seq.output_ids) == 1  # a preempted sequence's second prefill is not its first token
+        if first:
+            step_ms = seq.prefill_ms  # every step that computed a chunk of its prompt
         reason = None
         if token in self.tokenizer.eos_ids and not seq.params.ignore_eos:
             text, reason = state.stop.flush() + state.decoder.flush(), "stop"

@@ -22,7 +22,6 @@ from .protocol import (
     Command,
     EngineFailed,
     EngineReady,
-    EngineStats,
     Event,
     RequestFailed,
     Shutdown,
@@ -100,8 +99,7 @@ class EngineLoop:
             case AbortRequest(seq_id=seq_id):
                 self.engine.abort(seq_id)
             case StatsRequest():
-                blocks = self.engine.blocks
-                self.out.append(EngineStats(self.engine.scheduler.num_seqs, blocks.num_free, blocks.num_blocks))
+                self.out.append(self.engine.stats())
             case Shutdown():
                 return False
         return True

@@ -42,14 +42,29 @@ class LlamaConfig:
         return self.dim // self.n_heads
 
 
+@dataclass(frozen=True)
+class PrefillSpan:
+    """One prompt chunk in the flat batch: rows ``start .. start + length - 1``.
+
+    ``cached`` tokens before it are already in the cache (a shared prefix, earlier chunks);
+    then ``table`` (blocks,) lists the sequence's cache blocks up to the chunk's end and ``mask``
+    (length, cached + length) says which of those positions each of its queries sees.
+    """
+
+    start: int
+    length: int
+    cached: int = 0
+    table: Tensor | None = None
+    mask: Tensor | None = None
+
+
 @dataclass
 class AttentionBatch:
-    """Where a step's tokens sit: decode tokens first (one per sequence), then prefills.
+    """Where a step's tokens sit: decode tokens first (one per sequence), then prefill chunks.
 
     ``slot_blocks``, ``slot_offsets`` (N,): the cache block of each new token, and its place in it.
     ``decode_tables`` (Bd, W): each decoding sequence's cache blocks, padded with block 0.
     ``decode_lens`` (Bd,): how many tokens each decoding sequence attends to (its new one included).
-    ``prefill_spans``: (start, length) of each prefilling sequence in the flat batch.
     """
 
     slot_blocks: Tensor
@@ -58,7 +73,7 @@ class AttentionBatch:
     num_decode: int
     decode_tables: Tensor | None
     decode_lens: Tensor | None
-    prefill_spans: list[tuple[int, int]]
+    prefill_spans: list[PrefillSpan]
 
 
 class KVCache(nn.Module):
@@ -129,12 +144,28 @@ class Attention(nn.Module):
                 out[:d] = self.paged_decode(q[:d], k_cache, v_cache, batch.decode_tables, batch.decode_lens, hd**-0.5)
             else:
                 out[:d] = self.decode_attention(q[:d], k_cache, v_cache, batch.decode_tables, batch.decode_lens)
-        for start, length in batch.prefill_spans:
-            span = slice(start, start + length)
-            qs, ks, vs = q[span].transpose(0, 1), k[span].transpose(0, 1), v[span].transpose(0, 1)  # (H, L, hd)
-            out[span] = F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, enable_gqa=True).transpose(0, 1)
+        for chunk in batch.prefill_spans:
+            span = slice(chunk.start, chunk.start + chunk.length)
+            qs = q[span].transpose(0, 1)  # (H, L, hd)
+            if chunk.table is None:  # the whole prompt is here: plain causal attention
+                ks, vs = k[span].transpose(0, 1), v[span].transpose(0, 1)  # (KVH, L, hd)
+                attended = F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, enable_gqa=True)
+            else:
+                ks, vs = self.cached_context(k_cache, v_cache, chunk.table, chunk.cached + chunk.length)
+                attended = F.scaled_dot_product_attention(
+                    qs, ks.to(qs.dtype), vs.to(qs.dtype), attn_mask=chunk.mask, enable_gqa=True
+                )
+            out[span] = attended.transpose(0, 1)
         projected: Tensor = self.wo(out.view(n, h * hd))
         return projected
+
+    @staticmethod
+    def cached_context(k_cache: Tensor, v_cache: Tensor, table: Tensor, length: int) -> tuple[Tensor, Tensor]:
+        """K and V of a sequence's first ``length`` positions, gathered from its blocks: (KVH, T, hd) each."""
+        kvh, hd = k_cache.shape[0], k_cache.shape[2]
+        keys = k_cache[:, table].transpose(2, 3).reshape(kvh, -1, hd)[:, :length]  # blocks hold K transposed
+        values = v_cache[:, table].reshape(kvh, -1, hd)[:, :length]
+        return keys, values
 
     def decode_attention(self, q: Tensor, k_cache: Tensor, v_cache: Tensor, tables: Tensor, lens: Tensor) -> Tensor:
         """``paged_decode`` in torch ops (no native kernel, or a GPU): q (Bd, H, hd) -> (Bd, H, hd).

@@ -72,9 +72,18 @@ class RequestFailed:
 
 @dataclass(frozen=True, slots=True)
 class EngineStats:
+    """The engine's state now, and counters since it started."""
+
     seqs: int  # running or waiting
-    free_blocks: int
+    free_blocks: int  # held by no sequence (cached ones included: they are evicted on demand)
     num_blocks: int
+    running: int = 0
+    waiting: int = 0
+    cached_blocks: int = 0  # blocks findable by a later prompt's prefix
+    prefix_cache_queries: int = 0  # prompt tokens looked up in the prefix cache
+    prefix_cache_hits: int = 0  # of those, tokens found there (not computed again)
+    prefix_cache_evictions: int = 0
+    preemptions: int = 0
 
 
 Event = TokenEvent | RequestFailed | EngineStats

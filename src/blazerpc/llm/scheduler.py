@@ -1,9 +1,9 @@
-"""Which sequences run in the next step: every running one decodes, newcomers prefill."""
+"""Which sequences run in the next step: every running one decodes, prompts prefill in chunks."""
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .block_manager import BlockManager
 from .sequence import SeqState, Sequence
@@ -12,7 +12,7 @@ from .sequence import SeqState, Sequence
 @dataclass(frozen=True)
 class SchedulerConfig:
     max_num_seqs: int = 32
-    max_prefill_tokens: int = 512  # per step; a longer prompt still runs, alone
+    max_prefill_tokens: int = 512  # prompt tokens per step; longer prompts are prefilled in chunks
 
     def __post_init__(self) -> None:
         for name in ("max_num_seqs", "max_prefill_tokens"):
@@ -20,11 +20,43 @@ class SchedulerConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
-class Scheduler:
-    """FIFO admission under ``max_num_seqs`` and the KV-cache budget.
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Tokens ``start .. start + length - 1`` of ``seq`` to prefill; the ones before are cached."""
 
-    When the cache is full, the newest running sequence is preempted: its blocks are freed
-    and it waits at the front of the queue to be prefilled again (recomputation).
+    seq: Sequence
+    start: int
+    length: int
+
+    @property
+    def completes(self) -> bool:
+        """The chunk reaches the sequence's last token: its logits give the next token."""
+        return self.start + self.length == self.seq.num_tokens
+
+
+@dataclass
+class Step:
+    decode: list[Sequence] = field(default_factory=list)  # one new token each
+    prefill: list[Chunk] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.decode or self.prefill)
+
+    @property
+    def sampled(self) -> list[Sequence]:
+        """The sequences that get a token from this step, in the runner's row order."""
+        return self.decode + [chunk.seq for chunk in self.prefill if chunk.completes]
+
+
+class Scheduler:
+    """FIFO admission under ``max_num_seqs``, the per-step prefill budget and the KV-cache budget.
+
+    Each step, every running sequence with one token left to compute decodes it; sequences with
+    more (a prompt partly prefilled) take the prefill budget oldest first, then waiting ones are
+    admitted with what is left, so a long prompt runs in chunks between decode steps instead of
+    stalling them. When the cache is full, the newest running sequence is preempted: its blocks
+    are released and it waits at the front of the queue to be prefilled again (recomputation;
+    its published blocks make that cheap while they stay cached).
     """
 
     def __init__(self, config: SchedulerConfig, blocks: BlockManager) -> None:
@@ -32,6 +64,7 @@ class Scheduler:
         self.blocks = blocks
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
+        self.num_preemptions = 0
 
     @property
     def num_seqs(self) -> int:
@@ -40,39 +73,41 @@ class Scheduler:
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
 
-    def schedule(self) -> tuple[list[Sequence], list[Sequence]]:
-        """``(decode, prefill)`` for the next step, with cache blocks reserved for both."""
-        decode: list[Sequence] = []
+    def schedule(self) -> Step:
+        """The next step, with cache blocks reserved for every token in it."""
+        step = Step()
+        budget = self.config.max_prefill_tokens
         i = 0
         while i < len(self.running):
             seq = self.running[i]
-            if self.blocks.can_append(seq):
-                self.blocks.append(seq)
-                decode.append(seq)
+            left = seq.num_tokens - seq.num_cached
+            if left > 1:  # a prompt in chunks: its blocks are already held
+                if budget:
+                    step.prefill.append(Chunk(seq, seq.num_cached, min(left, budget)))
+                    budget -= step.prefill[-1].length
                 i += 1
-                continue
-            victim = self.running.pop()
-            self._preempt(victim)
-            if victim is seq:
-                break
-        prefill: list[Sequence] = []
-        budget = self.config.max_prefill_tokens
-        while self.waiting and len(self.running) + len(prefill) < self.config.max_num_seqs:
+            elif self.blocks.can_append(seq):
+                self.blocks.append(seq)
+                step.decode.append(seq)
+                i += 1
+            else:
+                victim = self.running.pop()
+                self._preempt(victim)  # the newest: not in this step yet
+                if victim is seq:
+                    break
+        while self.waiting and budget and len(self.running) < self.config.max_num_seqs:
             seq = self.waiting[0]
-            if prefill and seq.num_tokens > budget:
-                break
-            if not self.blocks.can_allocate(seq):
+            if not self.blocks.allocate(seq):
                 break
             self.waiting.popleft()
-            self.blocks.allocate(seq)
             seq.state = SeqState.RUNNING
-            prefill.append(seq)
-            budget -= seq.num_tokens
-        self.running.extend(prefill)
-        return decode, prefill
+            self.running.append(seq)
+            step.prefill.append(Chunk(seq, seq.num_cached, min(seq.num_tokens - seq.num_cached, budget)))
+            budget -= step.prefill[-1].length
+        return step
 
     def finish(self, seq: Sequence) -> None:
-        """Take the sequence out (finished, aborted) and free its blocks at once."""
+        """Take the sequence out (finished, aborted) and release its blocks at once."""
         if seq.state is SeqState.FINISHED:
             return
         if seq in self.running:
@@ -83,7 +118,7 @@ class Scheduler:
         seq.state = SeqState.FINISHED
 
     def _preempt(self, seq: Sequence) -> None:
+        self.num_preemptions += 1
         self.blocks.release(seq)
-        seq.num_cached = 0
         seq.state = SeqState.WAITING
         self.waiting.appendleft(seq)

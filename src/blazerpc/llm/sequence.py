@@ -25,7 +25,10 @@ class Sequence:
     output_ids: list[int] = field(default_factory=list)
     state: SeqState = SeqState.WAITING
     block_table: list[int] = field(default_factory=list)
-    num_cached: int = 0  # tokens whose K/V are in the cache
+    num_cached: int = 0  # leading tokens whose K/V are in the cache
+    num_published: int = 0  # leading blocks findable by later sequences (``BlockManager.publish``)
+    block_hashes: list[bytes] = field(default_factory=list)  # chained hashes of leading full blocks
+    prefill_ms: float = 0.0  # time of the steps that computed its prompt, until its first token
 
     @property
     def num_tokens(self) -> int:
