@@ -11,8 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .app import BlazeApp
+    from .context import Context, current_context
     from .errors import BlazeError, Status
     from .grpc.client import BlazeClient
+    from .logs import RequestIdFilter
+    from .middleware import Middleware
     from .serving import BlazeServer, ServeConfig
     from .tensor import TensorInput, TensorOutput
 
@@ -23,10 +26,14 @@ _WHERE = {
     "BlazeClient": ".grpc.client",
     "BlazeError": ".errors",
     "BlazeServer": ".serving",
+    "Context": ".context",
+    "Middleware": ".middleware",
+    "RequestIdFilter": ".logs",
     "ServeConfig": ".serving",
     "Status": ".errors",
     "TensorInput": ".tensor",
     "TensorOutput": ".tensor",
+    "current_context": ".context",
 }
 
 
@@ -47,9 +54,13 @@ __all__ = [
     "BlazeClient",
     "BlazeError",
     "BlazeServer",
+    "Context",
+    "Middleware",
+    "RequestIdFilter",
     "ServeConfig",
     "Status",
     "TensorInput",
     "TensorOutput",
     "__version__",
+    "current_context",
 ]

@@ -8,10 +8,12 @@ from typing import Any, TypeVar
 
 from .errors import BlazeError
 from .lifecycle import AppHealth
+from .middleware import MiddlewareChain
 from .registry import BatchConfig, ModelInfo, Registry
 from .schema import read_signature
 
 F = TypeVar("F", bound=Callable[..., Any])
+M = TypeVar("M")
 Hook = Callable[[], Awaitable[None] | None]
 #: An error as a JSON body; see ``BlazeApp.include_router``.
 ErrorBody = Callable[[BlazeError], dict[str, Any]]
@@ -45,6 +47,7 @@ class BlazeApp:
         self.http_error_bodies: dict[str, ErrorBody] = {}  # path prefix -> its routers' error body
         #: The app's own say on readiness (e.g. an engine that restarts); see ``AppHealth``.
         self.health = AppHealth()
+        self.middleware: list[object] = []  # see ``add_middleware``
 
     def model(
         self,
@@ -113,6 +116,13 @@ class BlazeApp:
         """Run ``fn`` after the last request has finished or been cancelled."""
         self.shutdown_hooks.append(fn)
         return fn
+
+    def add_middleware(self, middleware: M) -> M:
+        """Run ``middleware.before(ctx)`` before every call and ``middleware.after(ctx)`` after it,
+        on both transports, in the order added (``after`` in reverse); see ``blazerpc.Middleware``."""
+        MiddlewareChain([middleware])  # refuses an object with neither method, now rather than at serve time
+        self.middleware.append(middleware)
+        return middleware
 
     def include_router(self, router: Any, error_body: ErrorBody | None = None) -> None:
         """Serve a FastAPI ``APIRouter``'s routes over HTTP beside the models' own.

@@ -8,6 +8,8 @@ Two contracts, chosen from the model's type hints (which describe one request):
 - list mode: anything else. The function receives one list per parameter (one element per
   request) and returns a list of the same length; an ``Exception`` at a position fails only
   that request.
+
+A parameter annotated ``Context`` gets one context per request, as a list, in both modes.
 """
 
 from __future__ import annotations
@@ -112,7 +114,8 @@ class Batcher:
     def _rows(self, kwargs: dict[str, Any]) -> int:
         if not self.tensor_mode:
             return 1
-        rows: dict[str, int] = {name: int(value.shape[0]) for name, value in kwargs.items()}
+        context = self.model.signature.context
+        rows = {name: int(value.shape[0]) for name, value in kwargs.items() if name != context}
         if len(set(rows.values())) > 1:
             raise InvalidArgument(f"inputs must have the same number of rows (dim 0), got {rows}")
         return next(iter(rows.values()))
@@ -157,6 +160,8 @@ class Batcher:
                 kwargs = {n: np.concatenate([p.kwargs[n] for p in batch]) for n in names}
             else:
                 kwargs = {n: [p.kwargs[n] for p in batch] for n in names}
+            if self.model.signature.context is not None:
+                kwargs[self.model.signature.context] = [p.kwargs[self.model.signature.context] for p in batch]
             result = await self.runtime.call(self.model, kwargs)
             parts = self._split(result, batch)
         except BlazeError as exc:

@@ -56,6 +56,25 @@ _HTTP_STATUS = {
 }
 
 
+# The status an HTTP answer stands for: the map above, read backwards, with the codes only the
+# HTTP side uses (400 a bad request, 405 wrong method, 408 body stalled, 413 and 431 too large).
+_STATUS_OF_CODE = {code: status for status, code in reversed(_HTTP_STATUS.items())} | {
+    400: Status.INVALID_ARGUMENT,
+    405: Status.UNIMPLEMENTED,
+    408: Status.DEADLINE_EXCEEDED,
+    413: Status.RESOURCE_EXHAUSTED,
+    431: Status.RESOURCE_EXHAUSTED,
+    500: Status.INTERNAL,
+}
+
+
+def status_for_http(code: int) -> Status:
+    """The status an HTTP answer's code stands for (any 2xx or 3xx is OK)."""
+    if code < 400:
+        return Status.OK
+    return _STATUS_OF_CODE.get(code, Status.INTERNAL if code >= 500 else Status.FAILED_PRECONDITION)
+
+
 class BlazeError(Exception):
     """An expected error with a status; raise it from a model to fail one request.
 

@@ -1,4 +1,4 @@
-"""Readiness and in-flight work, shared by the gRPC and HTTP transports."""
+"""Readiness, in-flight work and the middleware around every call, shared by the gRPC and HTTP transports."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 
 from .errors import BlazeError, Status
+from .middleware import MiddlewareChain
 
 
 class AppHealth:
@@ -37,10 +38,12 @@ class AppHealth:
 
 
 class Lifecycle:
-    """Starting -> ready -> draining, and the app's own health. Counts calls in flight so shutdown can wait."""
+    """Starting -> ready -> draining, and the app's own health. Counts calls in flight so shutdown can
+    wait, and holds the middleware every call passes (the one object both transports share)."""
 
-    def __init__(self, health: AppHealth | None = None) -> None:
+    def __init__(self, health: AppHealth | None = None, middleware: MiddlewareChain | None = None) -> None:
         self.health = health or AppHealth()
+        self.middleware = middleware or MiddlewareChain()
         self.ready = False
         self.draining = False
         self.active = 0

@@ -2,13 +2,16 @@
 
 Coroutines and async generators run on the loop. Sync functions and sync generators run
 in a thread pool; a sync generator advances one item per pool task, so cancelling its
-consumer closes it right after the item in progress, in the thread that ran it.
+consumer closes it right after the item in progress, in the thread that ran it. Pool tasks run
+in a copy of the caller's context variables, so the call's ``Context`` (and its request id in
+log lines) is current there too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import inspect
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -33,7 +36,7 @@ class Runtime:
         if model.is_coroutine:
             return await model.fn(**kwargs)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, partial(model.fn, **kwargs))
+        return await loop.run_in_executor(self.executor, partial(contextvars.copy_context().run, model.fn, **kwargs))
 
     @asynccontextmanager
     async def stream(self, model: ModelInfo, kwargs: dict[str, Any]) -> AsyncIterator[AsyncIterator[Any]]:
@@ -74,7 +77,7 @@ class _ThreadedIterator:
         return self
 
     async def __anext__(self) -> Any:
-        self.pending = self.executor.submit(_next, self.gen)
+        self.pending = self.executor.submit(contextvars.copy_context().run, _next, self.gen)
         item = await asyncio.wrap_future(self.pending)
         if item is _DONE:
             raise StopAsyncIteration
@@ -85,7 +88,8 @@ class _ThreadedIterator:
         close = getattr(self.gen, "close", None)
         if close is None:
             return
+        run = contextvars.copy_context().run
         if self.pending is None or self.pending.done():
-            self.executor.submit(close)
+            self.executor.submit(run, close)
         else:
-            self.pending.add_done_callback(lambda _: close())
+            self.pending.add_done_callback(lambda _: run(close))

@@ -17,6 +17,7 @@ from typing import Any, Union
 
 import pydantic
 
+from .context import Context
 from .tensor import TensorSpec
 
 SCALARS: tuple[type, ...] = (str, int, float, bool, bytes)
@@ -81,6 +82,8 @@ class Signature:
 
     inputs: tuple[Field, ...]
     output: TypeSpec
+    #: The parameter annotated ``Context``, if any: the server passes the call's context there.
+    context: str | None = None
 
 
 def read_signature(fn: Callable[..., Any], where: str, streaming: bool) -> Signature:
@@ -89,11 +92,17 @@ def read_signature(fn: Callable[..., Any], where: str, streaming: bool) -> Signa
     except Exception as exc:  # NameError for a forward reference, TypeError for bad syntax
         raise TypeError(f"{where}: cannot read type hints: {exc}") from exc
     inputs = []
+    context = None
     for p in inspect.signature(fn).parameters.values():
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             raise TypeError(f"{where}: *args and **kwargs are not supported (parameter {p.name!r})")
         if p.name not in hints:
             raise TypeError(f"{where}, parameter {p.name!r}: a type hint is required")
+        if hints[p.name] is Context:
+            if context is not None:
+                raise TypeError(f"{where}: parameters {context!r} and {p.name!r} both ask for the Context; keep one")
+            context = p.name
+            continue
         default = MISSING if p.default is p.empty else p.default
         inputs.append(read_field(p.name, hints[p.name], default, f"{where}, parameter {p.name!r}"))
     if "return" not in hints:
@@ -101,7 +110,7 @@ def read_signature(fn: Callable[..., Any], where: str, streaming: bool) -> Signa
         raise TypeError(f"{where}: a return type hint is required (the type of each {kind})")
     out_hint = _yielded_type(hints["return"]) if streaming else hints["return"]
     output = read_type(out_hint, f"{where}, return type")
-    return Signature(tuple(inputs), output)
+    return Signature(tuple(inputs), output, context)
 
 
 def _yielded_type(hint: Any) -> Any:

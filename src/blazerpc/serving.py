@@ -10,9 +10,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from .app import BlazeApp, Hook
+from .auth import check_api_keys
 from .batching import Batcher
 from .connections import ConnectionBudget, default_max_connections
 from .lifecycle import Lifecycle
+from .logs import configure_logging
+from .middleware import server_middleware
 from .registry import ModelInfo
 from .runtime import Runtime
 
@@ -35,6 +38,9 @@ class ServeConfig:
     grpc_idle_timeout_s: float = 300.0  # a gRPC connection with no stream open
     body_timeout_s: float = 30.0  # the longest wait for the next piece of a request body or message
     max_head_kb: int = 64  # an HTTP request line and headers
+    access_log: bool = True  # one INFO line per call on the ``blazerpc.access`` logger
+    api_keys: tuple[str, ...] | None = None  # calls need one as a bearer token; None: from BLAZE_API_KEYS, () none
+    protect_docs: bool = False  # with API keys: /docs, /openapi.json and /metrics need one too
 
     @property
     def max_body_bytes(self) -> int:
@@ -60,6 +66,10 @@ class ServeConfig:
             raise ValueError(f"max_head_kb must be >= 1, got {self.max_head_kb}")
         if self.max_threads < 1:
             raise ValueError(f"max_threads must be >= 1, got {self.max_threads}")
+        if self.api_keys is not None:
+            if isinstance(self.api_keys, str):
+                raise ValueError("api_keys is a tuple of keys, e.g. api_keys=('key',), not one string")
+            check_api_keys(self.api_keys)
 
 
 class BlazeServer:
@@ -73,7 +83,8 @@ class BlazeServer:
     def __init__(self, app: BlazeApp, config: ServeConfig | None = None) -> None:
         self.app = app
         self.config = config or ServeConfig()
-        self.lifecycle = Lifecycle(app.health)
+        self.middleware = server_middleware(app, self.config)
+        self.lifecycle = Lifecycle(app.health, self.middleware)
         self.runtime = Runtime(self.config.max_threads)
         self.grpc: Any = None
         self.http: Any = None
@@ -190,6 +201,17 @@ class BlazeServer:
         for m in self.app.registry:
             kind = "streaming" if m.streaming else ("batched" if m.batch else "unary")
             log.info("  model %s (version %s, %s)", m.name, m.version, kind)
+        if self.middleware.middleware:
+            log.info("  middleware: %s", ", ".join(_describe(m) for m in self.middleware.middleware))
+
+
+def _describe(middleware: object) -> str:
+    from .auth import ApiKeyAuth
+
+    if isinstance(middleware, ApiKeyAuth):
+        docs = "docs open" if middleware.open_paths else "docs protected"
+        return f"API keys ({len(middleware.keys)}, {docs})"
+    return type(middleware).__name__
 
 
 async def _run_hooks(hooks: list[Hook], runtime: Runtime) -> None:
@@ -204,7 +226,7 @@ async def _run_hooks(hooks: list[Hook], runtime: Runtime) -> None:
 def run(app: BlazeApp, config: ServeConfig) -> None:
     """Serve ``app`` in this process until a signal stops it; exits non-zero if the app failed for good."""
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        configure_logging("info")
     code = asyncio.run(BlazeServer(app, config).serve_forever())
     if code:
         raise SystemExit(code)

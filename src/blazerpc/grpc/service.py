@@ -16,6 +16,7 @@ from grpclib.const import Status as GStatus
 from grpclib.exceptions import ProtocolError, StreamTerminatedError
 from grpclib.server import Stream
 
+from ..context import CURRENT, Context
 from ..errors import BlazeError, Status, status_of
 from ..lifecycle import Lifecycle
 from ..protobuf.codec import encoder, request_decoder
@@ -23,6 +24,7 @@ from ..protobuf.descriptors import Schema, method_path, request_name, response_n
 from ..registry import ModelInfo, Registry
 from ..runtime import YIELD_EVERY, Runtime
 from ..schema import ListOf, Scalar, Struct
+from .calls import cancelled_status, grpc_context, send_initial_metadata, send_trailers, status_of_grpc
 
 log = logging.getLogger("blazerpc.grpc")
 
@@ -90,29 +92,73 @@ class InferenceService:
     def _unary(self, model: ModelInfo) -> Callable[[Stream[Any, Any]], Awaitable[None]]:
         decode = request_decoder(model.signature.inputs)
         encode_reply = self._reply_encoder(model)
+        path, inject, middleware = method_path(model), model.signature.context, self.lifecycle.middleware
 
         async def handle(stream: Stream[Any, Any]) -> None:
-            with _grpc_status(model, self.lifecycle), self.lifecycle.track():
-                kwargs = decode(await _recv(stream, self.limits))
-                reply = encode_reply(await self.invoke(model, kwargs))
-            await stream.send_message(reply)
+            ctx = grpc_context(stream, path, model)
+            token = CURRENT.set(ctx)
+            status = Status.UNKNOWN
+            try:
+                with _grpc_status(model, self.lifecycle, ctx), self.lifecycle.track():
+                    if middleware.has_before:
+                        await middleware.before(ctx)
+                    kwargs = decode(await _recv(stream, self.limits))
+                    if inject is not None:
+                        kwargs[inject] = ctx
+                    reply = encode_reply(await self.invoke(model, kwargs))
+                await send_initial_metadata(stream, ctx)
+                await stream.send_message(reply)
+                await send_trailers(stream, ctx)
+                status = Status.OK
+            except GRPCError as exc:
+                status = status_of_grpc(exc)
+                await send_trailers(stream, ctx, exc)
+            except (asyncio.CancelledError, StreamTerminatedError):
+                status = cancelled_status(ctx)
+                raise
+            finally:
+                ctx.finish(status)
+                middleware.after(ctx)
+                CURRENT.reset(token)
 
         return handle
 
     def _streaming(self, model: ModelInfo) -> Callable[[Stream[Any, Any]], Awaitable[None]]:
         decode = request_decoder(model.signature.inputs)
         encode_reply = self._reply_encoder(model)
+        path, inject, middleware = method_path(model), model.signature.context, self.lifecycle.middleware
 
         async def handle(stream: Stream[Any, Any]) -> None:
-            with _grpc_status(model, self.lifecycle), self.lifecycle.track():
-                kwargs = decode(await _recv(stream, self.limits))
-                async with self.runtime.stream(model, kwargs) as items:
-                    sent = 0
-                    async for item in items:
-                        await stream.send_message(encode_reply(item))
-                        sent += 1
-                        if sent % YIELD_EVERY == 0:
-                            await asyncio.sleep(0)
+            ctx = grpc_context(stream, path, model)
+            token = CURRENT.set(ctx)
+            status = Status.UNKNOWN
+            try:
+                with _grpc_status(model, self.lifecycle, ctx), self.lifecycle.track():
+                    if middleware.has_before:
+                        await middleware.before(ctx)
+                    kwargs = decode(await _recv(stream, self.limits))
+                    if inject is not None:
+                        kwargs[inject] = ctx
+                    async with self.runtime.stream(model, kwargs) as items:
+                        async for item in items:
+                            if not ctx.messages:
+                                await send_initial_metadata(stream, ctx)
+                            await stream.send_message(encode_reply(item))
+                            ctx.messages += 1
+                            if ctx.messages % YIELD_EVERY == 0:
+                                await asyncio.sleep(0)
+                await send_trailers(stream, ctx)
+                status = Status.OK
+            except GRPCError as exc:
+                status = status_of_grpc(exc)
+                await send_trailers(stream, ctx, exc)
+            except (asyncio.CancelledError, StreamTerminatedError):
+                status = cancelled_status(ctx)
+                raise
+            finally:
+                ctx.finish(status)
+                middleware.after(ctx)
+                CURRENT.reset(token)
 
         return handle
 
@@ -147,11 +193,12 @@ async def _recv(stream: Stream[Any, Any], limits: MessageLimits) -> Any:
 
 
 class _grpc_status:
-    """The error boundary (``status_of``) as a gRPC status."""
+    """The error boundary (``status_of``) as a gRPC status; the call's context keeps the error."""
 
-    def __init__(self, model: ModelInfo, lifecycle: Lifecycle) -> None:
+    def __init__(self, model: ModelInfo, lifecycle: Lifecycle, ctx: Context) -> None:
         self.what = f"model {model.name!r}"
         self.lifecycle = lifecycle
+        self.ctx = ctx
 
     def __enter__(self) -> None:
         return None
@@ -162,5 +209,5 @@ class _grpc_status:
         if isinstance(exc, asyncio.CancelledError) and not self.lifecycle.draining:
             return  # the client cancelled: nobody to tell
         if isinstance(exc, Exception | asyncio.CancelledError):
-            error = status_of(exc, self.what)
+            error = self.ctx.error = status_of(exc, self.what)
             raise GRPCError(GStatus(error.status.value), error.message) from None

@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from ..app import ErrorBody
+from ..context import record_error
 from ..errors import BlazeError, Status, shorten, status_of
 
 
@@ -39,7 +40,12 @@ class ErrorResponder:
         return blaze_error_body
 
     def response(self, path: str, error: BlazeError, status_code: int | None = None) -> JSONResponse:
-        headers = {"Retry-After": str(max(1, round(error.retry_after)))} if error.retry_after is not None else None
+        record_error(error)
+        headers = {}
+        if error.retry_after is not None:
+            headers["Retry-After"] = str(max(1, round(error.retry_after)))
+        if error.status is Status.UNAUTHENTICATED:
+            headers["WWW-Authenticate"] = "Bearer"  # a 401 must say which scheme it wants (RFC 9110)
         return JSONResponse(
             self.body_for(path)(error), status_code=status_code or error.status.http_status, headers=headers
         )

@@ -12,6 +12,9 @@
 - Whatever goes wrong, the client gets an answer in the route's error shape and a keep-alive
   connection stays usable: an unexpected exception is a JSON 500; the end of the grace period
   is a 503, or, in an event stream already under way, a last error event and ``[DONE]``.
+- Every request but the probes (``/health``, ``/ready``) is a call with a ``Context``: the
+  middleware's ``before`` runs before its body is read (a ``BlazeError`` refuses it), ``after``
+  once its answer has ended, refusals by the gate included; the answer carries ``x-request-id``.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ import asyncio
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..context import CURRENT, Context
 from ..errors import BlazeError, Status, status_of
 from ..lifecycle import Lifecycle
+from .calls import PROBES, final_status, http_context, start_answer
 from .errors import ErrorResponder
 from .json_body import refuse_non_json
 from .sse import DONE, sse_event
@@ -55,7 +60,20 @@ class RequestGate:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        exchange = _Exchange(self, scope, receive, send)
+        if scope["path"] in PROBES:
+            await self.serve(_Exchange(self, scope, receive, send, None))
+            return
+        ctx = http_context(scope)
+        token = CURRENT.set(ctx)
+        try:
+            await self.serve(_Exchange(self, scope, receive, send, ctx))
+        finally:
+            ctx.finish(final_status(ctx))
+            self.lifecycle.middleware.after(ctx)
+            CURRENT.reset(token)
+
+    async def serve(self, exchange: _Exchange) -> None:
+        scope = exchange.scope
         declared = _header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             await exchange.answer(self.too_large(), 413, close=True)  # the unread body stays unread
@@ -74,8 +92,8 @@ class RequestGate:
 class _Exchange:
     """One request through the gate: its body counted (and checked, if JSON), its answer watched."""
 
-    def __init__(self, gate: RequestGate, scope: Scope, receive: Receive, send: Send) -> None:
-        self.gate, self.scope, self._receive, self._send = gate, scope, receive, send
+    def __init__(self, gate: RequestGate, scope: Scope, receive: Receive, send: Send, ctx: Context | None) -> None:
+        self.gate, self.scope, self._receive, self._send, self.ctx = gate, scope, receive, send, ctx
         self.path: str = scope["path"]
         content_type = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
         self.json = content_type == "application/json" or content_type.endswith("+json")
@@ -90,6 +108,9 @@ class _Exchange:
         task = self.task = asyncio.current_task()
         assert task is not None  # uvicorn runs each request in a task
         try:
+            middleware = self.gate.lifecycle.middleware
+            if self.ctx is not None and middleware.has_before:
+                await middleware.before(self.ctx)  # a BlazeError refuses the call, answered below
             await self.gate.app(self.scope, self.receive, self.send)
         except _Refusal as refusal:
             await self.answer(refusal.error, refusal.status_code, refusal.close)
@@ -97,6 +118,8 @@ class _Exchange:
             if not (self.client_gone.is_set() or self.gate.lifecycle.draining):
                 raise
             task.uncancel()
+            if self.ctx is not None:
+                self.ctx.cancel()
             if not self.client_gone.is_set():  # the grace period is over
                 await self.answer(BlazeError(Status.UNAVAILABLE, "server shut down before the call finished"))
         except Exception as exc:
@@ -146,7 +169,7 @@ class _Exchange:
                 self.body_read = True
                 self.watcher = asyncio.create_task(self._watch())
         elif message["type"] == "http.disconnect":
-            self.client_gone.set()
+            self._client_left()
         return message
 
     async def _watch(self) -> None:
@@ -154,9 +177,14 @@ class _Exchange:
         while (await self._receive())["type"] != "http.disconnect":
             pass
         if not self.complete:
-            self.client_gone.set()
+            self._client_left()
             if self.task is not None:
                 self.task.cancel()
+
+    def _client_left(self) -> None:
+        if self.ctx is not None:
+            self.ctx.cancel()  # before the task is cancelled: the model's ``finally`` sees it
+        self.client_gone.set()
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
@@ -165,14 +193,21 @@ class _Exchange:
                 name.lower() == b"content-type" and value.startswith(b"text/event-stream")
                 for name, value in message.get("headers", [])
             )
-        elif message["type"] == "http.response.body" and not message.get("more_body", False):
-            self.complete = True
+            if self.ctx is not None:
+                message = start_answer(self.ctx, message, self.event_stream)
+        elif message["type"] == "http.response.body":
+            if not message.get("more_body", False):
+                self.complete = True
+            elif self.event_stream and self.ctx is not None and message.get("body") != DONE:
+                self.ctx.messages += 1
         await self._send(message)
 
     async def answer(self, error: BlazeError, status_code: int | None = None, close: bool = False) -> None:
         """Tell the client of ``error`` in the route's error shape, however far its answer got."""
         if self.complete or self.client_gone.is_set():
             return
+        if self.ctx is not None:
+            self.ctx.error = error
         body = self.gate.errors.body_for(self.path)(error)
         if not self.started:
             response = self.gate.errors.response(self.path, error, status_code)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, create_model
 
 from .. import __version__
 from ..app import BlazeApp
+from ..context import CURRENT, Context, new_request_id
 from ..errors import BlazeError, Status, status_of
 from ..lifecycle import Lifecycle
 from ..registry import ModelInfo
@@ -75,16 +76,27 @@ def _add_model_route(api: FastAPI, model: ModelInfo, runtime: Runtime, invoke: I
     collect_json = result_json(model.collect_output) if model.collect_output is not None else None
 
     what = f"model {model.name!r}"
+    inject = model.signature.context
+
+    def call_kwargs(body: BaseModel) -> dict[str, Any]:
+        kwargs = {name: getattr(body, name) for name in names}
+        ctx = CURRENT.get()
+        if ctx is None:  # served without the gate (it makes every call's context): a bare one
+            ctx = Context("http", f"POST /{model.name}", f"/{model.name}", new_request_id())
+        ctx.model = model.name
+        if inject is not None:
+            kwargs[inject] = ctx
+        return kwargs
 
     async def run_unary(body: BaseModel) -> Response:
         try:
-            result = to_json(await invoke(model, _kwargs(body, names)))
+            result = to_json(await invoke(model, call_kwargs(body)))
         except Exception as exc:
             raise status_of(exc, what) from None
         return JSONResponse(result)
 
     async def run_streaming(body: BaseModel, request: Request) -> Response:
-        kwargs = _kwargs(body, names)
+        kwargs = call_kwargs(body)
         if getattr(body, "stream", False) or "text/event-stream" in request.headers.get("accept", ""):
             try:
                 return EventStream(await model_events(model, kwargs, runtime, to_json))
@@ -129,10 +141,6 @@ def _add_model_route(api: FastAPI, model: ModelInfo, runtime: Runtime, invoke: I
         tags=["models"],
         name=model.name,
     )
-
-
-def _kwargs(body: BaseModel, names: tuple[str, ...]) -> dict[str, Any]:
-    return {name: getattr(body, name) for name in names}
 
 
 def _sse_example(chunk_model: type[BaseModel]) -> str:

@@ -18,6 +18,7 @@ import anyio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from ..context import record_error
 from ..errors import status_of
 from ..registry import ModelInfo
 from ..runtime import YIELD_EVERY, Runtime
@@ -115,5 +116,7 @@ async def _frames(
             async for item in items:
                 yield sse_event(to_json(item))
     except Exception as exc:
-        yield sse_event(blaze_error_body(status_of(exc, f"model {model.name!r}")))
+        error = status_of(exc, f"model {model.name!r}")
+        record_error(error)
+        yield sse_event(blaze_error_body(error))
     yield DONE

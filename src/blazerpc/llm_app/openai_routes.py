@@ -17,6 +17,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
+from ..context import record_error
 from ..errors import BlazeError, Status, shorten, status_of
 from ..http.sse import DONE, EventStream, sse_event
 from ..llm.protocol import TokenEvent
@@ -28,13 +29,14 @@ _TYPES = {
     Status.UNAUTHENTICATED: "authentication_error",
     Status.PERMISSION_DENIED: "permission_error",
 }
+_CODES = {Status.NOT_FOUND: "model_not_found", Status.UNAUTHENTICATED: "invalid_api_key"}  # as OpenAI's
 
 
 def openai_error_body(error: BlazeError) -> dict[str, Any]:
     """OpenAI's error object: ``{"error": {"message", "type", "param", "code"}}``, where ``param``
     and ``code`` are strings or null (never ``""`` or the HTTP status as a number)."""
     kind = _TYPES.get(error.status, "invalid_request_error" if error.status.http_status < 500 else "server_error")
-    code = "model_not_found" if error.status is Status.NOT_FOUND else None
+    code = _CODES.get(error.status)
     if error.status is Status.RESOURCE_EXHAUSTED and error.retry_after is not None:
         # A limit to retry after (the engine is full) is OpenAI's request rate limit; one without
         # (a body over the size limit, 413) is a bad request.
@@ -139,7 +141,9 @@ class Answer:
             if usage:
                 yield sse_event(self.envelope([], chunk=True) | {"usage": self.usage()})
         except Exception as exc:
-            yield sse_event(openai_error_body(status_of(exc, "an OpenAI stream")))
+            error = status_of(exc, "an OpenAI stream")
+            record_error(error)
+            yield sse_event(openai_error_body(error))
         finally:
             await generation.aclose()
         yield DONE

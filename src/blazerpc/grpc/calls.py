@@ -1,0 +1,77 @@
+"""One gRPC call's ``Context``: made from the stream, and what it sends back in metadata.
+
+The request id goes out as initial metadata just before the first message; the headers a model
+set (``ctx.set_header``) go out as trailing metadata, with the status. A call that ends before
+its first message (an error, or an empty stream) is a trailers-only response: the request id
+goes there.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import h2.exceptions
+from grpclib import GRPCError
+from grpclib.server import Stream
+
+from ..context import REQUEST_ID, Context, new_request_id
+from ..errors import Status
+from ..registry import ModelInfo
+
+
+def grpc_context(stream: Stream[Any, Any], path: str, model: ModelInfo) -> Context:
+    metadata = stream.metadata
+    deadline = stream.deadline
+    incoming = metadata.get(REQUEST_ID) if metadata else None
+    return Context(
+        "grpc",
+        path,
+        path,
+        new_request_id(incoming if isinstance(incoming, str) else None),
+        raw_metadata=metadata,
+        peer=stream.peer,
+        deadline=None if deadline is None else time.monotonic() + deadline.time_remaining(),
+        model=model.name,
+        streaming=model.streaming,
+    )
+
+
+async def send_initial_metadata(stream: Stream[Any, Any], ctx: Context) -> None:
+    await stream.send_initial_metadata(metadata=((REQUEST_ID, ctx.request_id),))
+
+
+def trailers(stream: Stream[Any, Any], ctx: Context) -> list[tuple[str, str]]:
+    headers = list(ctx.response_headers)
+    if not stream._send_initial_metadata_done:  # trailers-only: the one place left for the id
+        headers.append((REQUEST_ID, ctx.request_id))
+    return headers
+
+
+async def send_trailers(stream: Stream[Any, Any], ctx: Context, error: GRPCError | None = None) -> None:
+    """End the call with its status (OK, or ``error``'s) and the trailing metadata.
+
+    What grpclib's ``Stream.__aexit__`` would send, plus our metadata; nothing once the
+    connection is gone.
+    """
+    if stream._send_trailing_metadata_done or stream._cancel_done or stream._stream._transport.is_closing():
+        return
+    try:
+        if error is None:
+            await stream.send_trailing_metadata(metadata=trailers(stream, ctx))
+        else:
+            await stream.send_trailing_metadata(
+                status=error.status, status_message=error.message, metadata=trailers(stream, ctx)
+            )
+    except h2.exceptions.StreamClosedError:
+        pass
+
+
+def status_of_grpc(error: GRPCError) -> Status:
+    return Status(error.status.value)
+
+
+def cancelled_status(ctx: Context) -> Status:
+    """How a call the server cancelled ended: its deadline passed, or its client went away."""
+    ctx.cancel()
+    return Status.DEADLINE_EXCEEDED if ctx.time_remaining() == 0 else Status.CANCELLED
