@@ -37,6 +37,13 @@ def wait_port(port: int, timeout: float = 120.0) -> None:
     raise TimeoutError(f"nothing listening on port {port}")
 
 
+def cpu_line() -> str:
+    """The CPU the numbers were measured on (machines differ: some have bf16 instructions)."""
+    info = Path("/proc/cpuinfo").read_text()
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    return f"CPU: {name}, {os.cpu_count()} cores, avx512_bf16: {'avx512_bf16' in info}"
+
+
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 

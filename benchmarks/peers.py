@@ -24,10 +24,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import httpx
-from _common import ROOT, free_port, percentile, table
+from _common import ROOT, cpu_line, free_port, percentile, table
 
 PEERS = ROOT.parent / "shared" / "peers"
 NEW_TOKENS = 64
@@ -80,24 +79,18 @@ class Server:
                 self.proc.wait(10)
 
 
+def blazerpc(name: str = "blazerpc", *flags: str) -> Server:
+    """``blaze llm`` over HTTP only, with ``flags`` added."""
+    command = [sys.executable, "-m", "blazerpc.cli", "llm", "--host", "127.0.0.1", "--no-grpc", *flags]
+    return Server(name, lambda port: [*command, "--port", str(port)], "/ready", {})
+
+
+def vllm() -> Server:
+    return Server("vLLM CPU", lambda port: ["bash", str(PEERS / "start-vllm.sh"), str(port)], "/health", {})
+
+
 def servers(peers: list[str]) -> list[Server]:
-    ours = Server(
-        "blazerpc",
-        lambda port: [
-            sys.executable,
-            "-m",
-            "blazerpc.cli",
-            "llm",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-grpc",
-        ],
-        "/ready",
-        {},
-    )
-    found = [ours]
+    found = [blazerpc()]
     if "llama" in peers:
         found.append(
             Server(
@@ -105,7 +98,7 @@ def servers(peers: list[str]) -> list[Server]:
             )
         )
     if "vllm" in peers:
-        found.append(Server("vLLM CPU", lambda port: ["bash", str(PEERS / "start-vllm.sh"), str(port)], "/health", {}))
+        found.append(vllm())
     return found
 
 
@@ -154,10 +147,7 @@ def main() -> None:
     levels = [int(x) for x in args.levels.split(",")]
     all_servers = servers([p for p in args.peers.split(",") if p])
     results: dict[tuple[str, int], list[dict[str, float]]] = {}
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "?")  # fmt: skip
-    flags = Path("/proc/cpuinfo").read_text()
-    print(f"CPU: {cpu}, {os.cpu_count()} cores, avx512_bf16: {'avx512_bf16' in flags}")
+    print(cpu_line())
     for rnd in range(args.rounds):
         for server in all_servers:  # one server at a time, each round in turn: interleaved
             server.start()

@@ -148,7 +148,9 @@ class Attention(nn.Module):
             span = slice(chunk.start, chunk.start + chunk.length)
             qs = q[span].transpose(0, 1)  # (H, L, hd)
             if chunk.table is None:  # the whole prompt is here: plain causal attention
-                ks, vs = k[span].transpose(0, 1), v[span].transpose(0, 1)  # (KVH, L, hd)
+                # K and V as the cache holds them (rounded to its dtype), as a later chunk or decode step sees them
+                ks = k[span].transpose(0, 1).to(k_cache.dtype).to(qs.dtype)  # (KVH, L, hd)
+                vs = v[span].transpose(0, 1).to(v_cache.dtype).to(qs.dtype)
                 attended = F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, enable_gqa=True)
             else:
                 ks, vs = self.cached_context(k_cache, v_cache, chunk.table, chunk.cached + chunk.length)
