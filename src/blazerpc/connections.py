@@ -8,19 +8,37 @@ as nginx reuses idle keep-alive connections; only when every connection is busy 
 refused. Connections idle past their transport's timeout are closed: for HTTP that also bounds
 how long a request's head may take to arrive, so a client sending headers a byte at a time
 (slowloris) holds a socket for at most ``idle_timeout_s``.
+
+The budget can only act on a connection asyncio has accepted, and asyncio accepts up to the
+listen backlog (2048) sockets per readiness event before any of them reaches the budget: 300
+sockets opened at once against ``ulimit -n 256`` went past the limit, asyncio paused the
+listener for a second and logged a traceback per failed accept (2,000 per event; with stdout a
+pipe nobody read, the server blocked on it for good). So both transports listen on a
+``BudgetedListener``, which accepts at most ``ACCEPT_BURST`` sockets the budget has not yet seen.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import resource
+import socket
 import time
-from typing import Protocol
+from collections import deque
+from typing import Any, Protocol
 
 log = logging.getLogger("blazerpc")
 
-RESERVED_FDS = 64  # for the listeners, the engine's pipes, log files and libraries
+# Sockets accepted but not yet admitted. asyncio runs a socket's connection_made (the admission) two
+# loop iterations after accepting it, and a connection it displaces closes one iteration later, so
+# at most 2 * ACCEPT_BURST sockets are open outside the budget.
+ACCEPT_BURST = 16
+# Those, and the process's own descriptors (stdio, epoll, the listeners, the engine's pipes, logs:
+# 9 for `blaze serve`, 14 for `blaze llm`).
+RESERVED_FDS = 32 + 2 * ACCEPT_BURST
+LISTEN_BACKLOG = 2048  # the kernel's queue: a burst waits there, not in SYN retransmits
+STALE_ACCEPT_S = 1.0  # an accepted socket not admitted by then never will be (asyncio dropped it)
 
 
 class Connection(Protocol):
@@ -48,6 +66,8 @@ class ConnectionBudget:
         self.limit = limit
         self.idle_since: dict[Connection, float] = {}  # insertion order: oldest first
         self.busy: set[Connection] = set()
+        self.accepting: deque[float] = deque()  # when each socket accepted but not yet admitted was accepted
+        self._warned_out_of_files = -60.0
         self._sweeper: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
@@ -55,16 +75,52 @@ class ConnectionBudget:
 
     def admit(self, connection: Connection) -> bool:
         """Count a new connection, displacing the longest-idle one if the budget is spent; False if all are busy."""
+        if self.accepting:
+            self.accepting.popleft()
         self._refresh(time.monotonic())
-        if len(self) >= self.limit:
-            if not self.idle_since:
-                log.warning("refused a connection: all %d are busy (--max-connections)", self.limit)
-                return False
-            oldest = min(self.idle_since, key=self.idle_since.__getitem__)
-            self.release(oldest)
-            oldest.close()
+        if len(self) >= self.limit and not self._close_longest_idle():
+            log.warning("refused a connection: all %d are busy (--max-connections)", self.limit)
+            return False
         self.idle_since[connection] = time.monotonic()
         self._start_sweeping()
+        return True
+
+    def may_accept(self) -> bool:
+        """Fewer than ``ACCEPT_BURST`` sockets are accepted and not yet admitted."""
+        stale = time.monotonic() - STALE_ACCEPT_S
+        while self.accepting and self.accepting[0] < stale:
+            self.accepting.popleft()
+        return len(self.accepting) < ACCEPT_BURST
+
+    def accepted(self) -> None:
+        self.accepting.append(time.monotonic())
+
+    def out_of_files(self) -> bool:
+        """accept() failed for want of a file descriptor: close the longest-idle connection; False if none is idle.
+
+        This happens only when something besides connections holds more than ``RESERVED_FDS``.
+        """
+        now = time.monotonic()
+        self._refresh(now)
+        if now - self._warned_out_of_files >= 60:
+            self._warned_out_of_files = now
+            soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+            log.warning(
+                "out of file descriptors (ulimit -n %d) with %d connections open, %d of them idle: %s; "
+                "raise ulimit -n or lower --max-connections",
+                soft,
+                len(self),
+                len(self.idle_since),
+                "closing idle ones for new ones" if self.idle_since else "not accepting for a second",
+            )
+        return self._close_longest_idle()
+
+    def _close_longest_idle(self) -> bool:
+        if not self.idle_since:
+            return False
+        oldest = min(self.idle_since, key=self.idle_since.__getitem__)
+        self.release(oldest)
+        oldest.close()
         return True
 
     def release(self, connection: Connection) -> None:
@@ -100,3 +156,62 @@ class ConnectionBudget:
     def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
+
+
+class BudgetedListener(socket.socket):
+    """A listening socket that accepts only what ``budget`` can absorb.
+
+    asyncio calls ``accept()`` in a loop per readiness event; raising ``BlockingIOError`` ends
+    that loop as an empty queue would, and the connections wait in the kernel's queue until
+    the budget has admitted the ones before them (two loop iterations).
+    """
+
+    def __init__(self, family: int, budget: ConnectionBudget) -> None:
+        # IPPROTO_TCP, not 0 (accepted sockets inherit it): asyncio only turns on TCP_NODELAY for
+        # sockets that say they are TCP, and without it Nagle's algorithm adds ~40 ms to small responses.
+        super().__init__(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        self.budget = budget
+        self.pausing = False
+        logging.getLogger("asyncio").addFilter(_not_asyncio_out_of_files)
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        if self.pausing or not self.budget.may_accept():
+            raise BlockingIOError(errno.EAGAIN, "the connection budget has not caught up")
+        try:
+            accepted = super().accept()
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                raise
+            if self.budget.out_of_files():
+                # The idle connection's descriptor is free on the next loop iteration: accept then.
+                raise BlockingIOError(errno.EAGAIN, "closing an idle connection to make room") from exc
+            # asyncio pauses this listener for a second; the rest of its accept loop would fail
+            # the same way, each failure logged with a traceback.
+            self.pausing = True
+            asyncio.get_running_loop().call_soon(self._unpause)
+            raise
+        self.budget.accepted()
+        return accepted
+
+    def _unpause(self) -> None:
+        self.pausing = False
+
+
+def _not_asyncio_out_of_files(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("socket.accept() out of system resource")  # out_of_files() said it
+
+
+def listening_socket(host: str, port: int, budget: ConnectionBudget, reuse_port: bool = False) -> BudgetedListener:
+    """A bound, listening, non-blocking socket for a transport, its accepts within ``budget``."""
+    sock = BudgetedListener(socket.AF_INET6 if ":" in host else socket.AF_INET, budget)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(LISTEN_BACKLOG)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import weakref
 from asyncio import BaseTransport
 from typing import TYPE_CHECKING, Any
@@ -13,7 +12,7 @@ from grpclib.protocol import H2Protocol
 from grpclib.reflection.service import ServerReflection
 from grpclib.server import Server
 
-from ..connections import ConnectionBudget
+from ..connections import LISTEN_BACKLOG, ConnectionBudget, listening_socket
 from ..lifecycle import Lifecycle
 from ..protobuf.descriptors import Schema
 from ..registry import Registry
@@ -93,12 +92,13 @@ class GrpcTransport:
         health = Health({service: [status], OVERALL: [status]})
         handlers = ServerReflection.extend([service, health], pool=schema.pool)
         self.server = _GrpclibServer(handlers, connections, config.grpc_idle_timeout_s)
+        self.connections = connections
         self.port = 0
 
     async def start(self, host: str, port: int, reuse_port: bool = False) -> None:
-        await self.server.start(host, port, reuse_port=reuse_port or None)
-        sockets: list[socket.socket] = list(self._listener().sockets)
-        self.port = sockets[0].getsockname()[1]
+        sock = listening_socket(host, port, self.connections, reuse_port)
+        self.port = sock.getsockname()[1]
+        await self.server.start(sock=sock, backlog=LISTEN_BACKLOG)
 
     def stop_accepting(self) -> None:
         """Close the listening socket; calls on open connections keep running."""

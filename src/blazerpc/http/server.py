@@ -6,14 +6,13 @@ import asyncio
 import contextlib
 import functools
 import math
-import socket
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import uvicorn
 
 from ..app import BlazeApp
-from ..connections import ConnectionBudget
+from ..connections import LISTEN_BACKLOG, ConnectionBudget, listening_socket
 from ..lifecycle import Lifecycle
 from ..runtime import Runtime
 from .errors import ErrorResponder
@@ -45,6 +44,7 @@ class HttpTransport:
         self.api = build_api(app, runtime, lifecycle, invoke, errors)
         self.gate = RequestGate(self.api, lifecycle, errors, config.max_body_bytes, config.body_timeout_s)
         self.config = config
+        self.connections = connections
         self.protocol = functools.partial(
             GuardedHttpProtocol,
             budget=connections,
@@ -56,20 +56,12 @@ class HttpTransport:
         self.task: asyncio.Task[None] | None = None
 
     async def start(self, host: str, port: int, reuse_port: bool = False) -> None:
-        # IPPROTO_TCP, not 0: asyncio only turns on TCP_NODELAY for sockets that say they are TCP,
-        # and without it Nagle's algorithm adds ~40 ms to small responses.
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
-        sock.listen(2048)
-        sock.setblocking(False)
+        sock = listening_socket(host, port, self.connections, reuse_port)
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
             self.gate,
             http=self.protocol,  # type: ignore[arg-type]
+            backlog=LISTEN_BACKLOG,  # uvicorn listens again with this
             lifespan="off",
             log_level="warning",
             access_log=False,
