@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from blazerpc import BlazeClient
 from tests.conftest import ROOT, blaze, free_port, wait_http_ready
@@ -31,6 +33,55 @@ def test_help_lists_the_commands() -> None:
     )  # fmt: skip
     for option in ("--max-body-mb", "--startup-timeout", "--max-engine-restarts", "--engine-restart-window"):
         assert option in llm.stdout
+    for option in ("--api-key", "--protect-docs", "--no-access-log"):
+        assert option in llm.stdout and option in serve.stdout
+
+
+def test_serve_takes_api_keys_and_logs_a_line_per_call(process_cleanup: list) -> None:
+    grpc_port, http_port = free_port(), free_port()
+    proc = blaze("serve", "tests.apps:app", "--host", "127.0.0.1", "--port", str(grpc_port),
+                 "--http-port", str(http_port), "--api-key", "k1", "--api-key", "k2")  # fmt: skip
+    process_cleanup.append(proc)
+    wait_http_ready(http_port)
+    url = f"http://127.0.0.1:{http_port}/echo"
+    assert httpx.post(url, json={"text": "hi"}, headers={"x-request-id": "no-key"}).status_code == 401
+    ok = httpx.post(url, json={"text": "hi"}, headers={"Authorization": "Bearer k2", "x-request-id": "with-key"})
+    assert ok.json() == {"result": "hi"}
+
+    async def call() -> str:
+        async with BlazeClient("127.0.0.1", grpc_port, api_key="k1") as client:
+            return str(await client.predict("echo", text="grpc"))
+
+    assert asyncio.run(call()) == "grpc"
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=20)
+    assert "middleware: AccessLog, API keys (2, docs open)" in out
+    assert re.search(r"INFO blazerpc\.access \[no-key\] http POST /echo 401 \d+\.\dms", out), out
+    assert re.search(r"INFO blazerpc\.access \[with-key\] http POST /echo 200 \d+\.\dms", out), out
+    assert re.search(r"INFO blazerpc\.access \[[0-9a-f]{32}\] grpc /blazerpc.InferenceService/PredictEcho OK", out)
+
+
+def test_no_access_log_and_keys_from_the_environment(process_cleanup: list, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BLAZE_API_KEYS", "env-key")
+    http_port = free_port()
+    proc = blaze("serve", "tests.apps:app", "--host", "127.0.0.1", "--no-grpc", "--http-port", str(http_port),
+                 "--no-access-log")  # fmt: skip
+    process_cleanup.append(proc)
+    wait_http_ready(http_port)
+    url = f"http://127.0.0.1:{http_port}/echo"
+    assert httpx.post(url, json={"text": "hi"}).status_code == 401
+    assert httpx.post(url, json={"text": "hi"}, headers={"Authorization": "Bearer env-key"}).status_code == 200
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=20)
+    assert "blazerpc.access" not in out and "API keys (1, docs open)" in out
+
+
+def test_a_bad_key_is_a_usage_error() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "blazerpc.cli", "serve", "tests.apps:app", "--api-key", "has space"],
+        capture_output=True, text=True, timeout=30, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 2 and "no spaces or commas" in done.stderr
 
 
 def test_serve_answers_both_transports_and_stops_cleanly_on_sigterm(process_cleanup: list) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from .auth import api_keys_from_env
+from .logs import configure_logging
 from .protobuf.descriptors import build_file
 from .protobuf.render import render_proto
 from .serving import ServeConfig, run
@@ -33,6 +34,21 @@ GrpcIdleTimeout = Annotated[float, typer.Option(min=0.1, help="Seconds a gRPC co
 BodyTimeout = Annotated[
     float, typer.Option(min=0.1, help="Seconds to wait for the next piece of a request body (408) or message.")
 ]
+# Options for production (docs/production.md).
+ApiKey = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--api-key",
+        help="Require 'Authorization: Bearer KEY' on every call (HTTP header or gRPC metadata); repeat for "
+        "several keys. Default: the comma-separated keys of BLAZE_API_KEYS, if set. /health, /ready and gRPC "
+        "health and reflection stay open.",
+    ),
+]
+ProtectDocs = Annotated[
+    bool,
+    typer.Option("--protect-docs", help="With API keys, require one for /docs, /redoc and /openapi.json too."),
+]
+AccessLog = Annotated[bool, typer.Option(help="Log one line per call: transport, method, status, latency, request id.")]
 
 
 @cli.command()
@@ -51,10 +67,13 @@ def serve(
     idle_timeout: IdleTimeout = 15.0,
     grpc_idle_timeout: GrpcIdleTimeout = 300.0,
     body_timeout: BodyTimeout = 30.0,
+    api_key: ApiKey = None,
+    protect_docs: ProtectDocs = False,
+    access_log: AccessLog = True,
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "info",
 ) -> None:
     """Serve an app's models over gRPC and HTTP until SIGINT or SIGTERM."""
-    _logging(log_level)
+    configure_logging(log_level)
     try:
         config = ServeConfig(
             host=host,
@@ -66,6 +85,9 @@ def serve(
             idle_timeout_s=idle_timeout,
             grpc_idle_timeout_s=grpc_idle_timeout,
             body_timeout_s=body_timeout,
+            api_keys=_api_keys(api_key),
+            protect_docs=protect_docs,
+            access_log=access_log,
         )
         if reload and workers > 1:
             raise ValueError("--reload and --workers cannot be combined")
@@ -146,6 +168,9 @@ def llm(
         ),
     ] = 5,
     engine_restart_window: Annotated[float, typer.Option(min=1, help="Seconds (see --max-engine-restarts).")] = 60.0,
+    api_key: ApiKey = None,
+    protect_docs: ProtectDocs = False,
+    access_log: AccessLog = True,
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "info",
 ) -> None:
     """Serve the built-in LLM (or --model) over HTTP and gRPC, or stream one answer with --demo.
@@ -153,7 +178,7 @@ def llm(
     The engine runs in its own process; if it dies, requests in flight end with UNAVAILABLE
     (503), readiness goes off, and it is restarted with backoff.
     """
-    _logging(log_level)
+    configure_logging(log_level)
     from .llm.client import RestartPolicy
     from .llm.config import EngineConfig
     from .llm_app.service import LLMService
@@ -185,14 +210,18 @@ def llm(
             idle_timeout_s=idle_timeout,
             grpc_idle_timeout_s=grpc_idle_timeout,
             body_timeout_s=body_timeout,
+            api_keys=_api_keys(api_key),
+            protect_docs=protect_docs,
+            access_log=access_log,
         )
     except (ValueError, FileNotFoundError) as exc:
         raise typer.BadParameter(str(exc)) from None
     run(service.app, serve_config)
 
 
-def _logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _api_keys(given: list[str] | None) -> tuple[str, ...]:
+    """``--api-key`` values if any were given, else those of ``BLAZE_API_KEYS`` (possibly none)."""
+    return tuple(given) if given else api_keys_from_env()
 
 
 def main() -> None:

@@ -36,7 +36,8 @@ class BlazeClient:
 
     ``registry=app.registry`` builds the schema locally; without it the client asks the
     server's reflection service once, on first use. ``timeout`` (seconds) is the deadline
-    of every call; ``with_timeout`` gives a client sharing this one's connection.
+    of every call; ``with_timeout`` gives a client sharing this one's connection. ``api_key``
+    is sent with every call as ``authorization: Bearer <key>`` metadata.
     """
 
     def __init__(
@@ -46,11 +47,13 @@ class BlazeClient:
         *,
         registry: Registry | None = None,
         timeout: float | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.registry = registry
         self.timeout = timeout
+        self.metadata = {"authorization": f"Bearer {api_key}"} if api_key is not None else None
         self._channel: Channel | None = None
         self._methods: dict[str, _Method] | None = None
 
@@ -84,7 +87,7 @@ class BlazeClient:
         method = await self._method(name, streaming=False)
         call = UnaryUnaryMethod(self.channel, method.path, _cls(method.request), _cls(method.reply))
         try:
-            reply = await call(_request(method, name, inputs), timeout=self.timeout)
+            reply = await call(_request(method, name, inputs), timeout=self.timeout, metadata=self.metadata)
         except GRPCError as exc:
             raise _blaze_error(exc) from None
         except TimeoutError:
@@ -106,7 +109,7 @@ class BlazeClient:
         method = await self._method(name, streaming=True)
         request = _request(method, name, inputs)
         call = UnaryStreamMethod(self.channel, method.path, _cls(method.request), _cls(method.reply))
-        stream: Stream[Any, Any] = call.open(timeout=self.timeout)
+        stream: Stream[Any, Any] = call.open(timeout=self.timeout, metadata=self.metadata)
         ended = False
         try:
             await stream.__aenter__()
@@ -161,7 +164,9 @@ class BlazeClient:
         stub = ServerReflectionStub(self.channel)
         try:
             replies = await stub.ServerReflectionInfo(
-                [ServerReflectionRequest(file_containing_symbol=SERVICE_FULL_NAME)], timeout=self.timeout
+                [ServerReflectionRequest(file_containing_symbol=SERVICE_FULL_NAME)],
+                timeout=self.timeout,
+                metadata=self.metadata,
             )
         except GRPCError as exc:
             raise _blaze_error(exc) from None
