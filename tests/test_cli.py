@@ -58,7 +58,7 @@ def test_serve_takes_api_keys_and_logs_a_line_per_call(process_cleanup: list) ->
     assert "middleware: AccessLog, API keys (2, docs open)" in out
     assert re.search(r"INFO blazerpc\.access \[no-key\] http POST /echo 401 \d+\.\dms", out), out
     assert re.search(r"INFO blazerpc\.access \[with-key\] http POST /echo 200 \d+\.\dms", out), out
-    assert re.search(r"INFO blazerpc\.access \[[0-9a-f]{32}\] grpc /blazerpc.InferenceService/PredictEcho OK", out)
+    assert re.search(r"INFO blazerpc\.access \[[0-9a-f]{16}\] grpc /blazerpc.InferenceService/PredictEcho OK", out)
 
 
 def test_no_access_log_and_keys_from_the_environment(process_cleanup: list, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -51,7 +51,7 @@ async def test_one_line_per_call_with_transport_method_status_latency_and_reques
     assert len(lines) == len(expected), lines  # no line for /health
     for (message, request_id), (pattern, want_id) in zip(lines, expected, strict=True):
         assert re.fullmatch(pattern, message), message
-        assert request_id == want_id or (want_id is None and re.fullmatch(r"[0-9a-f]{32}", request_id))
+        assert request_id == want_id or (want_id is None and re.fullmatch(r"[0-9a-f]{16}", request_id))
 
 
 async def test_log_lines_of_a_call_carry_its_request_id_even_from_a_worker_thread(

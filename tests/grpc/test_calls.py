@@ -34,7 +34,7 @@ async def test_without_an_incoming_id_one_is_made_and_sent_back() -> None:
     async with serving(app, http_port=None) as server:
         first = await grpc_call(server.grpc_port, app, "whoami", {"name": "a"})
         second = await grpc_call(server.grpc_port, app, "whoami", {"name": "b"}, {"x-request-id": "bad id"})
-    assert re.fullmatch(r"[0-9a-f]{32}", first.initial["x-request-id"])
+    assert re.fullmatch(r"[0-9a-f]{16}", first.initial["x-request-id"])
     assert first.messages[0].request_id == first.initial["x-request-id"]
     assert first.messages[0].remaining == -1  # no deadline
     assert second.initial["x-request-id"] != "bad id"  # not visible ASCII: replaced

@@ -39,7 +39,7 @@ async def test_every_answer_has_a_request_id_errors_and_unknown_paths_included()
         missing = await http.get("/nope", headers={"x-request-id": "mine"})
         refused = await http.post("/refuse", json={"why": "policy"})
         health = await http.get("/health")
-    assert re.fullmatch(r"[0-9a-f]{32}", made.headers["x-request-id"])
+    assert re.fullmatch(r"[0-9a-f]{16}", made.headers["x-request-id"])
     assert made.json()["request_id"] == made.headers["x-request-id"]
     assert invalid.status_code == 422 and "x-request-id" in invalid.headers
     assert missing.status_code == 404 and missing.headers["x-request-id"] == "mine"

