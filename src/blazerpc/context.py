@@ -52,8 +52,8 @@ def new_request_id(incoming: str | None = None) -> str:
     """``incoming`` if it is an acceptable id (1-128 visible ASCII characters), else a fresh one."""
     if incoming is not None and _ACCEPTABLE_ID.fullmatch(incoming):
         return incoming
-    # 64 random bits: unique enough to find one call's log lines, and short, since gRPC clients
-    # Huffman-decode it on every call (hpack is pure Python: ~0.5 us per character, both ends).
+    # 64 random bits: unique enough to find one call's log lines, and short: over gRPC both ends
+    # Huffman-code it on every call, in pure Python (see grpc/calls.py for what that costs).
     return f"{random.getrandbits(64):016x}"
 
 

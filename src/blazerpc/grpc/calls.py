@@ -39,11 +39,12 @@ def grpc_context(stream: Stream[Any, Any], path: str, model: ModelInfo) -> Conte
 
 
 async def send_initial_metadata(stream: Stream[Any, Any], ctx: Context) -> None:
-    """What grpclib's ``Stream.send_initial_metadata`` sends, with the request id never indexed.
+    """What grpclib's ``Stream.send_initial_metadata`` sends, with the request id never indexed:
+    a value that differs on every call is never worth a place in HPACK's table.
 
-    A value that differs on every call, added to HPACK's table as grpclib would add it, evicts
-    the headers every answer repeats and makes both ends Huffman-code them again: measured, that
-    cost a unary call ~60 us (15% of the echo benchmark's throughput).
+    The header is what a request id costs over gRPC: hpack and h2 are pure Python, and this one
+    value took ~10 us to send and ~10 us to receive per call (16 characters; measured with
+    grpclib at both ends, where an echo call takes ~350 us).
     """
     headers: list[Any] = [(":status", "200"), ("content-type", stream._content_type)]
     headers.append(NeverIndexedHeaderTuple(REQUEST_ID, ctx.request_id))
