@@ -92,62 +92,60 @@ class InferenceService:
     def _unary(self, model: ModelInfo) -> Callable[[Stream[Any, Any]], Awaitable[None]]:
         decode = request_decoder(model.signature.inputs)
         encode_reply = self._reply_encoder(model)
-        path, inject, middleware = method_path(model), model.signature.context, self.lifecycle.middleware
 
-        async def handle(stream: Stream[Any, Any]) -> None:
-            ctx = grpc_context(stream, path, model)
-            token = CURRENT.set(ctx)
-            status = Status.UNKNOWN
-            try:
-                with _grpc_status(model, self.lifecycle, ctx), self.lifecycle.track():
-                    if middleware.has_before:
-                        await middleware.before(ctx)
-                    kwargs = decode(await _recv(stream, self.limits))
-                    if inject is not None:
-                        kwargs[inject] = ctx
-                    reply = encode_reply(await self.invoke(model, kwargs))
-                await send_initial_metadata(stream, ctx)
-                await stream.send_message(reply)
-                await send_trailers(stream, ctx)
-                status = Status.OK
-            except GRPCError as exc:
-                status = status_of_grpc(exc)
-                await send_trailers(stream, ctx, exc)
-            except (asyncio.CancelledError, StreamTerminatedError):
-                status = cancelled_status(ctx)
-                raise
-            finally:
-                ctx.finish(status)
-                middleware.after(ctx)
-                CURRENT.reset(token)
+        async def handle(stream: Stream[Any, Any], ctx: Context) -> None:
+            with _grpc_status(model, self.lifecycle, ctx), self.lifecycle.track():
+                kwargs = await self._request(stream, ctx, decode, model.signature.context)
+                reply = encode_reply(await self.invoke(model, kwargs))
+            await send_initial_metadata(stream, ctx)
+            await stream.send_message(reply)
+            await send_trailers(stream, ctx)
 
-        return handle
+        return self._watched(model, handle)
 
     def _streaming(self, model: ModelInfo) -> Callable[[Stream[Any, Any]], Awaitable[None]]:
         decode = request_decoder(model.signature.inputs)
         encode_reply = self._reply_encoder(model)
-        path, inject, middleware = method_path(model), model.signature.context, self.lifecycle.middleware
 
-        async def handle(stream: Stream[Any, Any]) -> None:
+        async def handle(stream: Stream[Any, Any], ctx: Context) -> None:
+            with _grpc_status(model, self.lifecycle, ctx), self.lifecycle.track():
+                kwargs = await self._request(stream, ctx, decode, model.signature.context)
+                async with self.runtime.stream(model, kwargs) as items:
+                    async for item in items:
+                        if not ctx.messages:
+                            await send_initial_metadata(stream, ctx)
+                        await stream.send_message(encode_reply(item))
+                        ctx.messages += 1
+                        if ctx.messages % YIELD_EVERY == 0:
+                            await asyncio.sleep(0)
+            await send_trailers(stream, ctx)
+
+        return self._watched(model, handle)
+
+    async def _request(
+        self, stream: Stream[Any, Any], ctx: Context, decode: Callable[[Any], dict[str, Any]], inject: str | None
+    ) -> dict[str, Any]:
+        """The middleware's ``before``, then the request message as the model's keyword arguments
+        (``inject``: the parameter that takes the context, if the model has one)."""
+        if self.lifecycle.middleware.has_before:
+            await self.lifecycle.middleware.before(ctx)
+        kwargs = decode(await _recv(stream, self.limits))
+        if inject is not None:
+            kwargs[inject] = ctx
+        return kwargs
+
+    def _watched(
+        self, model: ModelInfo, handle: Callable[[Stream[Any, Any], Context], Awaitable[None]]
+    ) -> Callable[[Stream[Any, Any]], Awaitable[None]]:
+        """``handle`` as one call: its context current, its status noted, the middleware's ``after`` run."""
+        path, middleware = method_path(model), self.lifecycle.middleware
+
+        async def watched(stream: Stream[Any, Any]) -> None:
             ctx = grpc_context(stream, path, model)
             token = CURRENT.set(ctx)
             status = Status.UNKNOWN
             try:
-                with _grpc_status(model, self.lifecycle, ctx), self.lifecycle.track():
-                    if middleware.has_before:
-                        await middleware.before(ctx)
-                    kwargs = decode(await _recv(stream, self.limits))
-                    if inject is not None:
-                        kwargs[inject] = ctx
-                    async with self.runtime.stream(model, kwargs) as items:
-                        async for item in items:
-                            if not ctx.messages:
-                                await send_initial_metadata(stream, ctx)
-                            await stream.send_message(encode_reply(item))
-                            ctx.messages += 1
-                            if ctx.messages % YIELD_EVERY == 0:
-                                await asyncio.sleep(0)
-                await send_trailers(stream, ctx)
+                await handle(stream, ctx)
                 status = Status.OK
             except GRPCError as exc:
                 status = status_of_grpc(exc)
@@ -160,7 +158,7 @@ class InferenceService:
                 middleware.after(ctx)
                 CURRENT.reset(token)
 
-        return handle
+        return watched
 
 
 async def _recv(stream: Stream[Any, Any], limits: MessageLimits) -> Any:
