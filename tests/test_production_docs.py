@@ -12,13 +12,13 @@ import sys
 import httpx
 
 from tests.conftest import ROOT, blaze, free_port, wait_http_ready
-from tests.grpc.test_interop import GRPCURL
+from tests.doc_commands import code_blocks, run_doc_command
 
 DOC = (ROOT / "docs" / "production.md").read_text()
 
 
 def blocks(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", DOC, flags=re.S)
+    return code_blocks(DOC, language)
 
 
 def test_the_middleware_example_is_the_example_app() -> None:
@@ -35,13 +35,7 @@ def test_production_docs_commands_run(process_cleanup: list) -> None:
     wait_http_ready(http_port)
 
     def run(command: str) -> str:
-        command = command.replace(":8000", f":{http_port}").replace(":50051", f":{grpc_port}")
-        argv = shlex.split(command)
-        if argv[0] == "grpcurl":
-            argv[0] = GRPCURL
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
-        assert done.returncode == 0, (command, done.stderr)
-        return done.stdout
+        return run_doc_command(command, grpc_port, http_port)
 
     keyed, anonymous, grpcurl = (run(line) for line in calls_block.strip().splitlines())
     head, _, body = keyed.partition("\n\n")

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import re
-import shlex
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from tests.conftest import ROOT, blaze, free_port, wait_http_ready
-from tests.grpc.test_interop import GRPCURL
+from tests.doc_commands import code_blocks, run_doc_command
 
 README = (ROOT / "README.md").read_text()
 
 
 def blocks(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
+    return code_blocks(README, language)
 
 
 def test_readme_starts_with_the_two_make_commands() -> None:
@@ -45,14 +43,7 @@ def test_readme_tour_runs(tmp_path: Path, process_cleanup: list) -> None:
     wait_http_ready(http_port)
 
     def run(command: str) -> str:
-        command = command.replace(":8000", f":{http_port}").replace(":50051", f":{grpc_port}")
-        argv = shlex.split(command)
-        if argv[0] == "grpcurl":
-            argv[0] = GRPCURL
-        argv = [a.replace(" 50051", f" {grpc_port}") for a in argv]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
-        assert done.returncode == 0, (command, done.stderr)
-        return done.stdout
+        return run_doc_command(command, grpc_port, http_port)
 
     outputs = [run(line) for line in curl_block.strip().splitlines()]
     assert outputs[0] == '{"result":"hihi"}'
