@@ -49,8 +49,10 @@ class RequestGate:
         errors: ErrorResponder,
         max_body_bytes: int,
         body_timeout_s: float = 30.0,
+        sse_ping_interval_s: float = 0.0,
     ) -> None:
         self.app = app
+        self.sse_ping_interval_s = sse_ping_interval_s  # 0: never
         self.lifecycle = lifecycle
         self.errors = errors
         self.max_body_bytes = max_body_bytes

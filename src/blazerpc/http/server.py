@@ -42,7 +42,9 @@ class HttpTransport:
     ) -> None:
         errors = ErrorResponder(app.http_error_bodies)
         self.api = build_api(app, runtime, lifecycle, invoke, errors)
-        self.gate = RequestGate(self.api, lifecycle, errors, config.max_body_bytes, config.body_timeout_s)
+        self.gate = RequestGate(
+            self.api, lifecycle, errors, config.max_body_bytes, config.body_timeout_s, config.sse_ping_interval_s
+        )
         self.config = config
         self.connections = connections
         self.protocol = functools.partial(
