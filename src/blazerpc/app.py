@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from .errors import BlazeError
 from .lifecycle import AppHealth
+from .metrics import Metrics
 from .middleware import MiddlewareChain
 from .registry import BatchConfig, ModelInfo, Registry
 from .schema import read_signature
@@ -48,6 +49,8 @@ class BlazeApp:
         #: The app's own say on readiness (e.g. an engine that restarts); see ``AppHealth``.
         self.health = AppHealth()
         self.middleware: list[object] = []  # see ``add_middleware``
+        #: Prometheus metrics served at ``GET /metrics``; register your own in ``metrics.registry``.
+        self.metrics = Metrics()
 
     def model(
         self,

@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -58,6 +58,14 @@ class BatchStats:
         self.queue_wait_max = max(self.queue_wait_max, *waits)
 
 
+class BatchObserver(Protocol):
+    """Told of the queue's depth when it changes and of each batch's queue waits (``metrics.ModelBatchMetrics``)."""
+
+    def queued(self, depth: int) -> None: ...
+
+    def ran(self, waits: Sequence[float]) -> None: ...
+
+
 @dataclass
 class _Pending:
     kwargs: dict[str, Any]
@@ -74,12 +82,15 @@ class Batcher:
     under load every call is a full batch and the model is never idle.
     """
 
-    def __init__(self, model: ModelInfo, runtime: Runtime, config: BatchConfig) -> None:
+    def __init__(
+        self, model: ModelInfo, runtime: Runtime, config: BatchConfig, observer: BatchObserver | None = None
+    ) -> None:
         self.model = model
         self.runtime = runtime
         self.config = config
         self.tensor_mode = tensor_mode(model)
         self.stats = BatchStats()
+        self.observer = observer
         self._queue: collections.deque[_Pending] = collections.deque()
         self._arrived = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -109,6 +120,8 @@ class Batcher:
         pending = _Pending(kwargs, future, time.monotonic(), self._rows(kwargs))
         self._queue.append(pending)
         self._arrived.set()
+        if self.observer is not None:
+            self.observer.queued(len(self._queue))
         return await future  # cancelled here (disconnect, deadline): the batch skips it
 
     def _rows(self, kwargs: dict[str, Any]) -> int:
@@ -148,11 +161,16 @@ class Batcher:
                 self.stats.dropped += 1
                 continue
             batch.append(pending)
+        if self.observer is not None:
+            self.observer.queued(len(self._queue))
         return batch
 
     async def _run(self, batch: list[_Pending]) -> None:
         now = time.monotonic()
-        self.stats.record([now - p.arrived for p in batch])
+        waits = [now - p.arrived for p in batch]
+        self.stats.record(waits)
+        if self.observer is not None:
+            self.observer.ran(waits)
         names = [f.name for f in self.model.signature.inputs]
         try:
             kwargs: dict[str, Any]

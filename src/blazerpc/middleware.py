@@ -2,7 +2,7 @@
 
 ``app.add_middleware(obj)`` adds an object with a ``before(ctx)`` method, an ``after(ctx)``
 method, or both (subclass ``Middleware`` and override what you need). The server runs them in
-this order: the built-in access log, API-key auth, then the app's middleware in the order added;
+this order: the built-in metrics, access log, API-key auth, then the app's middleware in the order added;
 ``after`` runs in the reverse order. See docs/production.md.
 """
 
@@ -101,6 +101,8 @@ def server_middleware(app: BlazeApp, config: ServeConfig) -> MiddlewareChain:
     from .logs import AccessLog
 
     builtin: list[object] = []
+    if config.metrics:
+        builtin.append(app.metrics.calls)
     if config.access_log:
         builtin.append(AccessLog())
     keys: Sequence[str] = api_keys_from_env() if config.api_keys is None else config.api_keys

@@ -113,6 +113,7 @@ class BlazeServer:
         self.grpc: Any = None
         self.http: Any = None
         self.batchers: dict[str, Batcher] = {}
+        self.metrics_server: Any = None
         self.connections = ConnectionBudget(self.config.max_connections or default_max_connections())
         self._stopped = False
 
@@ -134,7 +135,8 @@ class BlazeServer:
         cfg = self.config
         for model in self.app.registry:
             if model.batch is not None:
-                self.batchers[model.name] = Batcher(model, self.runtime, model.batch)
+                observer = self.app.metrics.batches.of(model.name) if cfg.metrics else None
+                self.batchers[model.name] = Batcher(model, self.runtime, model.batch, observer)
                 self.batchers[model.name].start()
         if cfg.grpc_port is not None:
             from .grpc.server import GrpcTransport
@@ -154,10 +156,23 @@ class BlazeServer:
             from .http.server import HttpTransport
 
             self.http = HttpTransport(self.app, self.runtime, self.lifecycle, self.invoke, cfg, self.connections)
+            if cfg.metrics:
+                self._serve_metrics_page(self.http.api)
             await self.http.start(cfg.host, cfg.http_port, cfg.reuse_port)
+        if cfg.metrics_port is not None:
+            from .http.metrics_page import MetricsServer
+
+            self.metrics_server = MetricsServer(self.app.metrics, self.lifecycle, cfg)
+            await self.metrics_server.start(cfg.host, cfg.metrics_port, cfg.reuse_port)
         await _run_hooks(self.app.startup_hooks, self.runtime)
         self.lifecycle.set_ready()
         self._banner()
+
+    def _serve_metrics_page(self, api: Any) -> None:
+        from .http.metrics_page import PATH, metrics_page
+
+        api.add_route(PATH, metrics_page(self.app.metrics), methods=["GET"], include_in_schema=False)
+        self.app.metrics.calls.know_routes((route.path for route in api.routes), (m.name for m in self.app.registry))
 
     async def stop(self, grace_period: float | None = None) -> None:
         if self._stopped:
@@ -175,6 +190,8 @@ class BlazeServer:
             await self.grpc.close()
         if self.http:
             await self.http.close()
+        if self.metrics_server:
+            await self.metrics_server.close()
         self.connections.close()
         for batcher in self.batchers.values():
             await batcher.stop()

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import multiprocessing
 import os
 import signal
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
+from prometheus_client.multiprocess import mark_process_dead
+
 from .app import BlazeApp
+from .metrics import MULTIPROC_DIR
 from .serving import ServeConfig, run
 
 log = logging.getLogger("blazerpc")
@@ -47,16 +53,37 @@ def _spawn(ref: str, config: ServeConfig) -> BaseProcess:
 
 
 def run_workers(ref: str, config: ServeConfig, workers: int) -> int:
-    """Run ``workers`` processes, each binding the same ports with SO_REUSEPORT."""
-    if config.grpc_port == 0 or config.http_port == 0:
+    """Run ``workers`` processes, each binding the same ports with SO_REUSEPORT.
+
+    Their metrics go to files in one directory (prometheus-client's multiprocess mode), so a
+    scrape of any worker reports all of them: ``PROMETHEUS_MULTIPROC_DIR`` if set (it should be
+    empty), else a temporary directory removed at the end.
+    """
+    if 0 in (config.grpc_port, config.http_port, config.metrics_port):
         raise ValueError("--workers above 1 needs fixed ports: with port 0 each worker would get its own")
     config = replace(config, reuse_port=True)
-    processes = [_spawn(ref, config) for _ in range(workers)]
-    log.info("started %d workers: pids %s", workers, ", ".join(str(p.pid) for p in processes))
-    _forward_signals(processes)
-    for p in processes:
-        p.join()
+    with _metrics_dir(config.metrics):
+        processes = [_spawn(ref, config) for _ in range(workers)]
+        log.info("started %d workers: pids %s", workers, ", ".join(str(p.pid) for p in processes))
+        _forward_signals(processes)
+        for p in processes:
+            p.join()
+            if config.metrics and p.pid is not None:
+                mark_process_dead(p.pid)  # type: ignore[no-untyped-call]  # its live gauges (calls in flight) stop counting
     return max((p.exitcode or 0) for p in processes)
+
+
+@contextlib.contextmanager
+def _metrics_dir(metrics: bool) -> Iterator[None]:
+    if not metrics or os.environ.get(MULTIPROC_DIR):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="blazerpc-metrics-") as path:
+        os.environ[MULTIPROC_DIR] = path  # the workers inherit it
+        try:
+            yield
+        finally:
+            del os.environ[MULTIPROC_DIR]
 
 
 def run_with_reload(ref: str, config: ServeConfig, root: Path, interval: float = 0.5) -> int:
