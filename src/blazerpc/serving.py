@@ -169,10 +169,10 @@ class BlazeServer:
         self._banner()
 
     def _serve_metrics_page(self, api: Any) -> None:
-        from .http.metrics_page import PATH, metrics_page
+        from .http.metrics_page import PATH, metrics_page, route_paths
 
         api.add_route(PATH, metrics_page(self.app.metrics), methods=["GET"], include_in_schema=False)
-        self.app.metrics.calls.know_routes((route.path for route in api.routes), (m.name for m in self.app.registry))
+        self.app.metrics.calls.know_routes(route_paths(api), (m.name for m in self.app.registry))
 
     async def stop(self, grace_period: float | None = None) -> None:
         if self._stopped:

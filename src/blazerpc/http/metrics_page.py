@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING
 
 import uvicorn
+from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -37,6 +38,12 @@ def metrics_page(metrics: Metrics) -> Callable[[Request], Awaitable[Response]]:
         return Response(body, headers={"Content-Type": content_type})
 
     return scrape
+
+
+def route_paths(api: FastAPI) -> set[str]:
+    """Every path the app answers: the labels of calls to routes that serve no model."""
+    docs = {api.openapi_url, api.docs_url, api.redoc_url, api.swagger_ui_oauth2_redirect_url, PATH}
+    return set(api.openapi()["paths"]) | {path for path in docs if path}
 
 
 class MetricsServer:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from ..llm.model_files import load_tokenizer, model_path
 from ..llm.params import InvalidParam, SamplingParams
 from ..llm.protocol import TokenEvent
 from ..llm.tokenizer import LlamaTokenizer
+from .metrics import LLMMetrics
 
 #: A chat message as the chat template reads it: ``{"role": ..., "content": ...}``.
 Message = dict[str, str]
@@ -49,8 +51,10 @@ class FrontDoor:
         restart: RestartPolicy | None = None,
         on_state: StateListener | None = None,
         startup_timeout_s: float = 120.0,
+        metrics: LLMMetrics | None = None,
     ) -> None:
         self.path = model_path(model)
+        self.metrics = metrics
         self.config = config or EngineConfig()
         self.client = EngineClient(self.path, self.config, restart, on_state)
         self.startup_timeout_s = startup_timeout_s
@@ -92,6 +96,7 @@ class FrontDoor:
         """Start one request. ``prompt`` is text, or chat messages put through the chat template;
         ``max_tokens`` None means the rest of the context; ``sampling`` are ``SamplingParams``
         fields; ``param`` names the prompt's field in errors (default "prompt" or "messages")."""
+        arrived = time.perf_counter()
         param = param or ("prompt" if isinstance(prompt, str) else "messages")
         await self._wait_started()
         ids = await asyncio.get_running_loop().run_in_executor(self._pool, self._encode, prompt, param)
@@ -100,7 +105,10 @@ class FrontDoor:
             params = SamplingParams(max_tokens=room if max_tokens is None else min(max_tokens, room), **sampling)
         except InvalidParam as exc:
             raise InvalidArgument(str(exc), param=exc.param) from None
-        return Generation(len(ids), self.client.generate(ids, params))
+        events = self.client.generate(ids, params)
+        if self.metrics is not None:
+            events = self.metrics.observe(events, len(ids), arrived)
+        return Generation(len(ids), events)
 
     async def _wait_started(self) -> None:
         if self._started.is_set():

@@ -10,6 +10,7 @@ from ..llm.client import EngineState, RestartPolicy
 from ..llm.config import EngineConfig
 from .front_door import FrontDoor
 from .generate import add_generate_model
+from .metrics import LLMMetrics
 from .openai_routes import openai_error_body, openai_router
 
 log = logging.getLogger("blazerpc.llm")
@@ -26,11 +27,16 @@ class LLMService:
         startup_timeout_s: float = 120.0,
     ) -> None:
         self.app = BlazeApp("blazerpc-llm")
-        self.door = FrontDoor(model, config, restart, self._on_engine_state, startup_timeout_s)
+        self.metrics = LLMMetrics(self.app.metrics.registry, lambda: self.door.model_name)
+        self.door = FrontDoor(model, config, restart, self._on_engine_state, startup_timeout_s, self.metrics)
+        self.app.metrics.on_scrape(self._read_engine_stats)
         self.app.on_startup(self.door.start)
         self.app.on_shutdown(self.door.stop)
         add_generate_model(self.app, self.door)
         self.app.include_router(openai_router(self.door), error_body=openai_error_body)
+
+    async def _read_engine_stats(self) -> None:
+        self.metrics.engine_says(await self.door.client.stats(), self.door.client.pid)
 
     def _on_engine_state(self, state: EngineState, why: str) -> None:
         if state is EngineState.READY:
