@@ -44,6 +44,31 @@ def cpu_line() -> str:
     return f"CPU: {name}, {os.cpu_count()} cores, avx512_bf16: {'avx512_bf16' in info}"
 
 
+def tls_files(directory: Path) -> dict[str, Path]:
+    """A CA and a certificate for 127.0.0.1/localhost signed by it (trustme): the files' paths."""
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    files = {"ca": directory / "ca.pem", "cert": directory / "cert.pem", "key": directory / "key.pem"}
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    cert.cert_chain_pems[0].write_to_path(str(files["cert"]))
+    for pem in cert.cert_chain_pems[1:]:
+        pem.write_to_path(str(files["cert"]), append=True)
+    cert.private_key_pem.write_to_path(str(files["key"]))
+    return files
+
+
+def quiet_access_log() -> None:
+    """Access log lines formatted and written, to /dev/null: what logging costs a server, not a terminal."""
+    import logging
+
+    from blazerpc.logs import FORMAT, configure_logging
+
+    logging.basicConfig(filename=os.devnull, level="INFO", format=FORMAT)
+    configure_logging("info")
+
+
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 

@@ -1,8 +1,10 @@
 """blazerpc's gRPC layer vs a hand-written grpclib servicer sending the same messages.
 
 Unary echo with 64 calls in flight on one connection, and one server stream of 20,000
-small messages. Both servers run in one child process (only one is busy at a time); the
-client is the same grpclib client for both. Rounds are interleaved; medians are printed.
+small messages, against four servers in one child process (only one is busy at a time):
+raw grpclib; blazerpc bare (metrics and access log off); blazerpc in production dress
+(metrics, an API key checked on every call, access log lines written); blazerpc bare over
+TLS. The client is the same grpclib client for all. Rounds are interleaved; medians printed.
 
     python benchmarks/grpc_overhead.py [--rounds 5]
 """
@@ -11,12 +13,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ssl
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
-from _common import free_port, median, spawn, table, wait_port
+from _common import free_port, median, quiet_access_log, spawn, table, tls_files, wait_port
 from grpclib.client import Channel, UnaryStreamMethod, UnaryUnaryMethod
 from grpclib.const import Cardinality, Handler
 from grpclib.server import Server, Stream
@@ -27,6 +33,8 @@ from blazerpc.protobuf.descriptors import Schema
 UNARY_CALLS = 4_000
 IN_FLIGHT = 64
 STREAM_MESSAGES = 20_000
+API_KEY = "bench-key"
+VARIANTS = ("raw", "bare", "production", "tls")
 
 app = BlazeApp("bench")
 
@@ -72,25 +80,47 @@ class RawServicer:
         }
 
 
-async def serve(blaze_port: int, raw_port: int) -> None:
-    server = BlazeServer(app, ServeConfig(host="127.0.0.1", grpc_port=blaze_port, http_port=None))
-    await server.start()
+async def serve(ports: dict[str, int], certs: Path) -> None:
+    quiet_access_log()
+    bare = ServeConfig(host="127.0.0.1", grpc_port=ports["bare"], http_port=None, metrics=False, access_log=False)
+    configs = {
+        "bare": bare,
+        "production": replace(bare, grpc_port=ports["production"], metrics=True, access_log=True, api_keys=(API_KEY,)),
+        "tls": replace(bare, grpc_port=ports["tls"], ssl_certfile=str(certs / "cert.pem"),
+                       ssl_keyfile=str(certs / "key.pem")),
+    }  # fmt: skip
+    for config in configs.values():
+        await BlazeServer(app, config).start()
     raw = Server([RawServicer()])
-    await raw.start("127.0.0.1", raw_port)
+    await raw.start("127.0.0.1", ports["raw"])
     await asyncio.Event().wait()
 
 
-async def unary_rate(port: int) -> float:
-    channel = Channel("127.0.0.1", port)
+class Client:
+    """How each variant is called: TLS with the test CA, the API key as metadata."""
+
+    def __init__(self, variant: str, port: int, certs: Path) -> None:
+        self.port = port
+        self.ssl = ssl.create_default_context(cafile=str(certs / "ca.pem")) if variant == "tls" else None
+        if self.ssl is not None:
+            self.ssl.set_alpn_protocols(["h2"])
+        self.metadata = {"authorization": f"Bearer {API_KEY}"} if variant == "production" else None
+
+    def channel(self) -> Channel:
+        return Channel("127.0.0.1", self.port, ssl=self.ssl)
+
+
+async def unary_rate(client: Client) -> float:
+    channel = client.channel()
     call = UnaryUnaryMethod(channel, "/blazerpc.InferenceService/PredictEcho", EchoRequest, EchoResponse)
-    await call(EchoRequest(text="warm"))
+    await call(EchoRequest(text="warm"), metadata=client.metadata)
     remaining = UNARY_CALLS
 
     async def worker() -> None:
         nonlocal remaining
         while remaining > 0:
             remaining -= 1
-            reply = await call(EchoRequest(text="hello"))
+            reply = await call(EchoRequest(text="hello"), metadata=client.metadata)
             assert reply.result == "hello"
 
     started = time.perf_counter()
@@ -100,11 +130,11 @@ async def unary_rate(port: int) -> float:
     return UNARY_CALLS / elapsed
 
 
-async def stream_rate(port: int) -> float:
-    channel = Channel("127.0.0.1", port)
+async def stream_rate(client: Client) -> float:
+    channel = client.channel()
     call = UnaryStreamMethod(channel, "/blazerpc.InferenceService/PredictCount", CountRequest, CountResponse)
     started = time.perf_counter()
-    replies = await call(CountRequest(n=STREAM_MESSAGES))
+    replies = await call(CountRequest(n=STREAM_MESSAGES), metadata=client.metadata)
     elapsed = time.perf_counter() - started
     assert len(replies) == STREAM_MESSAGES
     channel.close()
@@ -112,38 +142,45 @@ async def stream_rate(port: int) -> float:
 
 
 async def measure(rounds: int) -> None:
-    blaze_port, raw_port = free_port(), free_port()
-    child = spawn(__file__, "--serve", str(blaze_port), str(raw_port))
-    try:
-        wait_port(blaze_port)
-        wait_port(raw_port)
-        results: dict[str, list[float]] = {k: [] for k in ("unary_blaze", "unary_raw", "stream_blaze", "stream_raw")}
-        for r in range(rounds):
-            order = [("blaze", blaze_port), ("raw", raw_port)]
-            if r % 2:
-                order.reverse()
-            for name, port in order:
-                results[f"unary_{name}"].append(await unary_rate(port))
-                results[f"stream_{name}"].append(await stream_rate(port))
-    finally:
-        child.terminate()
-        child.wait()
+    ports = {variant: free_port() for variant in VARIANTS}
+    with tempfile.TemporaryDirectory() as tmp:
+        certs = Path(tmp)
+        tls_files(certs)
+        child = spawn(__file__, "--serve", str(certs), *(str(ports[v]) for v in VARIANTS))
+        try:
+            for port in ports.values():
+                wait_port(port)
+            clients = {variant: Client(variant, ports[variant], certs) for variant in VARIANTS}
+            results: dict[str, list[float]] = {f"{kind}_{v}": [] for kind in ("unary", "stream") for v in VARIANTS}
+            for r in range(rounds):
+                order = list(VARIANTS[r % len(VARIANTS) :] + VARIANTS[: r % len(VARIANTS)])  # rotate who goes first
+                for variant in order:
+                    results[f"unary_{variant}"].append(await unary_rate(clients[variant]))
+                    results[f"stream_{variant}"].append(await stream_rate(clients[variant]))
+        finally:
+            child.terminate()
+            child.wait()
     rows = []
-    for kind, unit, target in (("unary", "req/s", 0.85), ("stream", "msg/s", 0.8)):
-        ours, raw = median(results[f"{kind}_blaze"]), median(results[f"{kind}_raw"])
+    for kind, unit in (("unary", "req/s"), ("stream", "msg/s")):
+        raw, bare, dressed, tls = (median(results[f"{kind}_{v}"]) for v in VARIANTS)
         label = f"unary echo, {IN_FLIGHT} in flight" if kind == "unary" else f"stream of {STREAM_MESSAGES:,}"
-        rows.append([label, unit, ours, raw, f"{ours / raw:.2f}x", f">= {target}x"])
+        rows.append([label, unit, raw, bare, f"{bare / raw:.2f}x", dressed, f"{dressed / bare:.2f}x", tls,
+                     f"{tls / bare:.2f}x"])  # fmt: skip
     print(f"gRPC overhead, median of {rounds} interleaved rounds")
-    print(table(["benchmark", "unit", "blazerpc", "raw grpclib", "ratio", "target"], rows))
+    headers = ["benchmark", "unit", "raw grpclib", "blazerpc bare", "bare/raw", "+metrics+key+log", "/bare", "TLS",
+               "/bare"]  # fmt: skip
+    print(table(headers, rows))
+    print("targets: bare/raw >= 0.85x (unary), 0.8x (stream); metrics + API key + access log >= 0.95x of bare")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--serve", nargs=2, type=int, metavar=("BLAZE_PORT", "RAW_PORT"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve", nargs=1 + len(VARIANTS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        asyncio.run(serve(*args.serve))
+        certs, *ports = args.serve
+        asyncio.run(serve(dict(zip(VARIANTS, map(int, ports), strict=True)), Path(certs)))
     else:
         asyncio.run(measure(args.rounds))
 
