@@ -54,12 +54,12 @@ class AccessLog(Middleware):
         else:
             status = ctx.status.name
         streamed = f" {ctx.messages} msgs" if ctx.streaming else ""
-        self.log.info(
-            "%s %s %s %.1fms%s",
-            ctx.transport,
-            ctx.method,
-            status,
-            ctx.duration_s * 1000,
-            streamed,
-            extra={"request_id": ctx.request_id},
-        )
+        # makeRecord + handle is what ``info`` does, less the walk up the stack for the caller's
+        # file and line (a third of the line's cost; they would only ever name this method).
+        args = (ctx.transport, ctx.method, status, ctx.duration_s * 1000, streamed)
+        record = self.log.makeRecord(self.log.name, logging.INFO, __file__, 0, _LINE, args, None, "after")
+        record.request_id = ctx.request_id
+        self.log.handle(record)
+
+
+_LINE = "%s %s %s %.1fms%s"
