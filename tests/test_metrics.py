@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import httpx
@@ -14,7 +15,7 @@ from blazerpc.batching import Batcher
 from blazerpc.metrics import CallMetrics, Metrics
 from blazerpc.runtime import Runtime
 from tests.apps import make_app
-from tests.conftest import blaze, free_port, serving, wait_http_ready
+from tests.conftest import ROOT, blaze, free_port, serving, wait_http_ready
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -107,6 +108,15 @@ async def test_counts_match_the_calls_made_over_both_transports_and_scrapes_see_
     assert value(after, "blazerpc_batch_queue_wait_seconds_count", model="double") == 10
     assert value(after, "blazerpc_batch_queue_depth", model="double") == 0
     assert value(after, "process_resident_memory_bytes") > 0
+    assert_documented(after, r"blazerpc_(?!llm_)\w+")
+
+
+def assert_documented(samples: Samples, pattern: str) -> None:
+    """Every metric docs/production.md names (``pattern``) is in the scrape, and the reverse."""
+    doc = (ROOT / "docs" / "production.md").read_text()
+    documented = set(re.findall(rf"`({pattern})`", doc))
+    names = {name for name, _ in samples if re.fullmatch(pattern, name) and not name.endswith("_created")}
+    assert documented and documented == {re.sub(r"_(bucket|count|sum)$", "", name) for name in names}
 
 
 async def test_metrics_are_open_with_api_keys_unless_the_docs_are_protected_and_can_be_turned_off() -> None:

@@ -13,7 +13,7 @@ from blazerpc.llm_app.metrics import LLMMetrics
 from blazerpc.llm_app.service import LLMService
 from blazerpc.metrics import Metrics
 from tests.conftest import serving
-from tests.test_metrics import parse, total, value
+from tests.test_metrics import assert_documented, parse, total, value
 
 CONFIG = EngineConfig(kv_cache_mb=16, max_model_len=512, max_num_seqs=8, dtype="float32")
 PROMPT = "Once upon a time, in a land far away, there lived a curious fox who"
@@ -76,6 +76,7 @@ async def test_counters_match_the_tokens_generated_and_how_requests_ended(tiny_d
     assert metric("prefix_cache_queries_total") >= prompts - 2
     assert total(samples, "blazerpc_requests_total", model="/v1/completions", code="OK") == 4
     assert total(samples, "blazerpc_requests_total", model="/v1/completions", code="CANCELLED") == 1
+    assert_documented(samples, r"blazerpc_llm_\w+")
 
 
 async def test_engine_counters_carry_on_across_engine_processes() -> None:

@@ -116,6 +116,5 @@ class LLMMetrics:
             before = (0, 0, 0)
         counters = (self.preemptions, self.prefix_queries, self.prefix_hits)
         for counter, now, then in zip(counters, totals, before, strict=True):
-            if now > then:
-                counter.labels(name).inc(now - then)
+            counter.labels(name).inc(max(0, now - then))  # zero too: the series exists from the first scrape
         self._engine = (engine_pid, totals)
