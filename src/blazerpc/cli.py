@@ -11,10 +11,12 @@ from .auth import api_keys_from_env
 from .logs import configure_logging
 from .protobuf.descriptors import build_file
 from .protobuf.render import render_proto
+from .ray_serve.cli import ray_cli
 from .serving import ServeConfig, run
 from .workers import import_app, run_with_reload, run_workers
 
 cli = typer.Typer(help="Serve Python models and LLMs over gRPC and HTTP.", no_args_is_help=True, add_completion=False)
+cli.add_typer(ray_cli)  # blaze ray serve|llm: scaled out on Ray Serve (docs/scaling.md)
 
 # Options both serving commands take (docs/limits.md says what a client sees at each limit).
 MAX_BODY_HELP = "HTTP bodies and gRPC messages larger than this are refused unread (413 / RESOURCE_EXHAUSTED)."
