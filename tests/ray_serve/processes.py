@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.conftest import ROOT
@@ -62,3 +63,11 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 60) -> int:
     """SIGINT, as Ctrl-C; the exit code."""
     process.send_signal(signal.SIGINT)
     return process.wait(timeout)
+
+
+def wait_gone(pids: set[int], timeout: float = 30) -> set[int]:
+    """Those of ``pids`` still running after up to ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return alive(pids)

@@ -26,7 +26,7 @@ from blazerpc import BlazeClient, BlazeError, Status
 from examples.replicas import app
 from tests.conftest import ROOT, free_port, serving, wait_http_ready
 from tests.doc_commands import code_blocks, run_doc_command
-from tests.ray_serve.processes import alive, blaze_ray, descendants, stop
+from tests.ray_serve.processes import blaze_ray, descendants, stop, wait_gone
 
 DOC = (ROOT / "docs" / "scaling.md").read_text()
 pytestmark = pytest.mark.timeout(180)
@@ -206,7 +206,4 @@ def test_sigint_removes_the_deployment_and_stops_ray(deployed: Deployment) -> No
     assert stop(deployed.process) == 0
     log = deployed.log.read_text(errors="replace")
     assert "removing 'blazerpc'" in log
-    deadline = time.monotonic() + 30
-    while alive(ray_processes) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not alive(ray_processes), "Ray processes left behind"
+    assert not wait_gone(ray_processes), "Ray processes left behind"

@@ -149,8 +149,8 @@ def _factory(app: BlazeApp | str | AppFactory) -> tuple[AppFactory, BlazeApp]:
 def app_reference(app: BlazeApp) -> str:
     """``"module:attr"`` of a module-level ``BlazeApp``, so replicas can import it."""
     for module_name, module in list(sys.modules.items()):
-        if module_name == "__main__" or module is None:
-            continue
+        if module is None or getattr(module, "__name__", "__main__") in ("__main__", "__mp_main__"):
+            continue  # the script being run (also known as __mp_main__): no other process can import it
         for attr, value in list(vars(module).items()):
             if value is app:
                 return f"{module_name}:{attr}"
