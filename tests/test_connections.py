@@ -74,6 +74,25 @@ async def test_idle_connections_are_closed_after_their_timeout_and_busy_ones_nev
     assert budget._sweeper is not None and budget._sweeper.done()
 
 
+async def test_a_handshake_counts_until_asyncio_closes_its_socket_and_is_shut_down_when_idle() -> None:
+    budget = ConnectionBudget(limit=10)
+    server_side, client_side = socket.socketpair()
+    budget.admit_handshake(server_side, idle_timeout_s=60)
+    assert len(budget) == 1 and budget.handshakes
+    server_side.close()  # what asyncio does when a handshake fails
+    budget.sweep()
+    assert len(budget) == 0 and not budget.handshakes
+    client_side.close()
+    server_side, client_side = socket.socketpair()
+    budget.admit_handshake(server_side, idle_timeout_s=0.2)
+    await asyncio.sleep(1.2)
+    assert len(budget) == 0 and client_side.recv(1) == b""  # shut down, its descriptor left to asyncio
+    assert server_side.fileno() >= 0
+    for sock in (server_side, client_side):
+        sock.close()
+    budget.close()
+
+
 def test_the_default_budget_leaves_file_descriptors_for_everything_else() -> None:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     assert default_max_connections() == max(16, soft - RESERVED_FDS)

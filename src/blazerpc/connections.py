@@ -15,11 +15,19 @@ sockets opened at once against ``ulimit -n 256`` went past the limit, asyncio pa
 listener for a second and logged a traceback per failed accept (2,000 per event; with stdout a
 pipe nobody read, the server blocked on it for good). So both transports listen on a
 ``BudgetedListener``, which accepts at most ``ACCEPT_BURST`` sockets the budget has not yet seen.
+
+With TLS, asyncio tells a connection's protocol only once the handshake is done (it may take
+60 s to give up on a client that sends nothing), so the budget counts each socket from accept
+on as a ``Handshake``: idle, displaced first, closed after the transport's idle timeout. The
+connection takes its place when the handshake completes. The budget closes a TLS connection by
+shutting its socket down: a TLS close would keep the descriptor until the client answers with
+its own close_notify, for up to 30 s.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import resource
@@ -59,6 +67,24 @@ def default_max_connections() -> int:
     return max(16, soft - RESERVED_FDS)
 
 
+class Handshake:
+    """A TLS connection accepted and not yet through its handshake, as the budget counts it."""
+
+    def __init__(self, sock: socket.socket, idle_timeout_s: float) -> None:
+        self.sock = sock
+        self.idle_timeout_s = idle_timeout_s
+
+    def busy(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        _shut_down(self.sock)
+
+    def gone(self) -> bool:
+        """asyncio closed it: the handshake failed or took too long."""
+        return self.sock.fileno() < 0
+
+
 class ConnectionBudget:
     """The open connections of every transport: admitted within ``limit``, closed when idle too long."""
 
@@ -66,6 +92,8 @@ class ConnectionBudget:
         self.limit = limit
         self.idle_since: dict[Connection, float] = {}  # insertion order: oldest first
         self.busy: set[Connection] = set()
+        self.handshakes: dict[int, Handshake] = {}  # by file descriptor
+        self.tls_sockets: dict[Connection, Any] = {}  # each TLS connection's TCP socket, to shut it down
         self.accepting: deque[float] = deque()  # when each socket accepted but not yet admitted was accepted
         self._warned_out_of_files = -60.0
         self._sweeper: asyncio.Task[None] | None = None
@@ -73,17 +101,37 @@ class ConnectionBudget:
     def __len__(self) -> int:
         return len(self.idle_since) + len(self.busy)
 
-    def admit(self, connection: Connection) -> bool:
-        """Count a new connection, displacing the longest-idle one if the budget is spent; False if all are busy."""
-        if self.accepting:
+    def admit(self, connection: Connection, transport: asyncio.BaseTransport | None = None) -> bool:
+        """Count a new connection, displacing the longest-idle one if the budget is spent; False if all are busy.
+
+        Over TLS (``transport`` says so), the connection takes the place its ``Handshake`` held."""
+        sock = transport.get_extra_info("socket") if transport and transport.get_extra_info("sslcontext") else None
+        handshake = self.handshakes.pop(sock.fileno(), None) if sock is not None else None
+        if handshake is not None:
+            self.release(handshake)
+        elif self.accepting:
             self.accepting.popleft()
         self._refresh(time.monotonic())
         if len(self) >= self.limit and not self._close_longest_idle():
             log.warning("refused a connection: all %d are busy (--max-connections)", self.limit)
             return False
         self.idle_since[connection] = time.monotonic()
+        if sock is not None:
+            self.tls_sockets[connection] = sock
         self._start_sweeping()
         return True
+
+    def admit_handshake(self, sock: socket.socket, idle_timeout_s: float) -> None:
+        """Count a TLS connection from accept on, its handshake still to come."""
+        fd = sock.fileno()
+        stale = self.handshakes.pop(fd, None)  # a closed socket's: its descriptor was reused
+        if stale is not None:
+            self.release(stale)
+        handshake = Handshake(sock, idle_timeout_s)
+        if self.admit(handshake):
+            self.handshakes[fd] = handshake
+        else:
+            handshake.close()
 
     def may_accept(self) -> bool:
         """Fewer than ``ACCEPT_BURST`` sockets are accepted and not yet admitted."""
@@ -118,14 +166,21 @@ class ConnectionBudget:
     def _close_longest_idle(self) -> bool:
         if not self.idle_since:
             return False
-        oldest = min(self.idle_since, key=self.idle_since.__getitem__)
-        self.release(oldest)
-        oldest.close()
+        self._close(min(self.idle_since, key=self.idle_since.__getitem__))
         return True
+
+    def _close(self, connection: Connection) -> None:
+        sock = self.tls_sockets.get(connection)
+        self.release(connection)
+        if sock is None:
+            connection.close()
+        else:
+            _shut_down(sock)
 
     def release(self, connection: Connection) -> None:
         self.idle_since.pop(connection, None)
         self.busy.discard(connection)
+        self.tls_sockets.pop(connection, None)
 
     def sweep(self) -> None:
         """Close every connection idle for longer than its timeout."""
@@ -133,10 +188,12 @@ class ConnectionBudget:
         self._refresh(now)
         for connection, since in list(self.idle_since.items()):
             if now - since > connection.idle_timeout_s:
-                self.release(connection)
-                connection.close()
+                self._close(connection)
 
     def _refresh(self, now: float) -> None:
+        for fd, handshake in [(fd, h) for fd, h in self.handshakes.items() if h.gone()]:
+            del self.handshakes[fd]
+            self.release(handshake)
         for connection in [c for c in self.idle_since if c.busy()]:
             del self.idle_since[connection]
             self.busy.add(connection)
@@ -156,6 +213,8 @@ class ConnectionBudget:
     def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
+        for handshake in self.handshakes.values():
+            handshake.close()
 
 
 class BudgetedListener(socket.socket):
@@ -166,11 +225,12 @@ class BudgetedListener(socket.socket):
     the budget has admitted the ones before them (two loop iterations).
     """
 
-    def __init__(self, family: int, budget: ConnectionBudget) -> None:
+    def __init__(self, family: int, budget: ConnectionBudget, handshake_timeout_s: float | None = None) -> None:
         # IPPROTO_TCP, not 0 (accepted sockets inherit it): asyncio only turns on TCP_NODELAY for
         # sockets that say they are TCP, and without it Nagle's algorithm adds ~40 ms to small responses.
         super().__init__(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self.budget = budget
+        self.handshake_timeout_s = handshake_timeout_s  # TLS: how long a handshake may take
         self.pausing = False
         logging.getLogger("asyncio").addFilter(_not_asyncio_out_of_files)
 
@@ -191,19 +251,30 @@ class BudgetedListener(socket.socket):
             asyncio.get_running_loop().call_soon(self._unpause)
             raise
         self.budget.accepted()
+        if self.handshake_timeout_s is not None:  # admitted as asyncio would a plain connection: soon, not now
+            asyncio.get_running_loop().call_soon(self.budget.admit_handshake, accepted[0], self.handshake_timeout_s)
         return accepted
 
     def _unpause(self) -> None:
         self.pausing = False
 
 
+def _shut_down(sock: Any) -> None:
+    """End a connection asyncio owns without closing its descriptor under it: the transport reads EOF and closes."""
+    with contextlib.suppress(OSError):  # already closed
+        sock.shutdown(socket.SHUT_RDWR)
+
+
 def _not_asyncio_out_of_files(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith("socket.accept() out of system resource")  # out_of_files() said it
 
 
-def listening_socket(host: str, port: int, budget: ConnectionBudget, reuse_port: bool = False) -> BudgetedListener:
-    """A bound, listening, non-blocking socket for a transport, its accepts within ``budget``."""
-    sock = BudgetedListener(socket.AF_INET6 if ":" in host else socket.AF_INET, budget)
+def listening_socket(
+    host: str, port: int, budget: ConnectionBudget, reuse_port: bool = False, handshake_timeout_s: float | None = None
+) -> BudgetedListener:
+    """A bound, listening, non-blocking socket for a transport, its accepts within ``budget``;
+    with ``handshake_timeout_s``, for TLS connections, each counted from accept on."""
+    sock = BudgetedListener(socket.AF_INET6 if ":" in host else socket.AF_INET, budget, handshake_timeout_s)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:

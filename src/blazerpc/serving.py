@@ -19,6 +19,7 @@ from .logs import configure_logging
 from .middleware import server_middleware
 from .registry import ModelInfo
 from .runtime import Runtime
+from .tls import GRPC_ALPN, server_context
 
 log = logging.getLogger("blazerpc")
 
@@ -90,6 +91,8 @@ class ServeConfig:
             path = getattr(self, name)
             if path is not None and not os.path.isfile(path):
                 raise ValueError(f"{name}: no such file: {path}")
+        if self.ssl_certfile is not None:
+            server_context(self, GRPC_ALPN)  # a file that holds no certificate or key fails now, not at start
         if self.api_keys is not None:
             if isinstance(self.api_keys, str):
                 raise ValueError("api_keys is a tuple of keys, e.g. api_keys=('key',), not one string")
@@ -232,10 +235,12 @@ class BlazeServer:
 
     def _banner(self) -> None:
         addresses = []
+        mutual = " (mutual TLS)" if self.config.ssl_ca_certs else ""
+        tls, scheme = (mutual or " (TLS)", "https") if self.config.tls else ("", "http")
         if self.grpc:
-            addresses.append(f"gRPC on {self.config.host}:{self.grpc_port}")
+            addresses.append(f"gRPC{tls} on {self.config.host}:{self.grpc_port}")
         if self.http:
-            addresses.append(f"HTTP on http://{self.config.host}:{self.http_port}")
+            addresses.append(f"HTTP on {scheme}://{self.config.host}:{self.http_port}{mutual}")
         from . import __version__
 
         log.info("blazerpc %s serving %s", __version__, ", ".join(addresses))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,10 @@ from ..protobuf.codec import encode, request_decoder, to_python
 from ..protobuf.descriptors import SERVICE, SERVICE_FULL_NAME, Schema, output_fields
 from ..registry import Registry, camel
 from ..schema import Struct
+from ..tls import client_context
+
+# ssl.SSLError: TLS failed, e.g. the server's certificate is not one the client trusts.
+_CONNECTION_ERRORS = (StreamTerminatedError, ConnectionError, ssl.SSLError)
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,12 @@ class BlazeClient:
     server's reflection service once, on first use. ``timeout`` (seconds) is the deadline
     of every call; ``with_timeout`` gives a client sharing this one's connection. ``api_key``
     is sent with every call as ``authorization: Bearer <key>`` metadata.
+
+    ``tls`` connects over TLS (h2 by ALPN): ``True`` trusts the system's CAs, a path trusts the
+    CAs in that PEM file (e.g. the one that signed a private server's certificate), an
+    ``ssl.SSLContext`` is used as it is. The server's certificate must name ``host``. For a
+    server that requires client certificates (``--ssl-ca-certs``), ``certfile`` is the client's
+    certificate chain (PEM) and ``keyfile`` its private key, if not in ``certfile``.
     """
 
     def __init__(
@@ -48,12 +59,17 @@ class BlazeClient:
         registry: Registry | None = None,
         timeout: float | None = None,
         api_key: str | None = None,
+        tls: bool | str | ssl.SSLContext = False,
+        certfile: str | None = None,
+        keyfile: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.registry = registry
         self.timeout = timeout
         self.metadata = {"authorization": f"Bearer {api_key}"} if api_key is not None else None
+        plain = tls is False and certfile is None and keyfile is None
+        self.ssl = None if plain else client_context(tls, certfile, keyfile)
         self._channel: Channel | None = None
         self._methods: dict[str, _Method] | None = None
 
@@ -71,7 +87,7 @@ class BlazeClient:
     @property
     def channel(self) -> Channel:
         if self._channel is None:
-            self._channel = Channel(self.host, self.port)
+            self._channel = Channel(self.host, self.port, ssl=self.ssl)
         return self._channel
 
     def with_timeout(self, timeout: float | None) -> BlazeClient:
@@ -92,8 +108,8 @@ class BlazeClient:
             raise _blaze_error(exc) from None
         except TimeoutError:
             raise self._deadline_error(name) from None
-        except (StreamTerminatedError, ConnectionError) as exc:
-            raise BlazeError(Status.UNAVAILABLE, f"connection lost: {exc}") from None
+        except _CONNECTION_ERRORS as exc:
+            raise _unavailable(exc) from None
         return method.decode(reply)
 
     def stream(self, name: str, /, **inputs: Any) -> StreamCall:
@@ -123,11 +139,11 @@ class BlazeClient:
             raise _blaze_error(exc) from None
         except TimeoutError:
             raise self._deadline_error(name) from None
-        except (StreamTerminatedError, ConnectionError) as exc:
+        except _CONNECTION_ERRORS as exc:
             ended = True
-            raise BlazeError(Status.UNAVAILABLE, f"connection lost: {exc}") from None
+            raise _unavailable(exc) from None
         finally:
-            with contextlib.suppress(StreamTerminatedError, ConnectionError, GRPCError):
+            with contextlib.suppress(*_CONNECTION_ERRORS, GRPCError):
                 if not ended:
                     await stream.cancel()
                 await stream.__aexit__(None, None, None)
@@ -170,6 +186,8 @@ class BlazeClient:
             )
         except GRPCError as exc:
             raise _blaze_error(exc) from None
+        except _CONNECTION_ERRORS as exc:  # a server that wants a client certificate drops us here
+            raise _unavailable(exc) from None
         reply = replies[0]
         if reply.HasField("error_response"):
             raise BlazeError(Status.NOT_FOUND, f"reflection: {reply.error_response.error_message}")
@@ -230,6 +248,11 @@ def _spec_decoder(model: Any) -> Callable[[Any], Any]:
 def _reflected_decode(msg: Any) -> Any:
     values = to_python(msg)
     return values["result"] if list(values) == ["result"] else values
+
+
+def _unavailable(exc: Exception) -> BlazeError:
+    what = "TLS" if isinstance(exc, ssl.SSLError) else "connection lost"
+    return BlazeError(Status.UNAVAILABLE, f"{what}: {exc}")
 
 
 def _blaze_error(exc: GRPCError) -> BlazeError:

@@ -17,6 +17,7 @@ from ..lifecycle import Lifecycle
 from ..protobuf.descriptors import Schema
 from ..registry import Registry
 from ..runtime import Runtime
+from ..tls import GRPC_ALPN, server_context
 from .service import InferenceService, Invoke, MessageLimits
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ class _GuardedH2Protocol(H2Protocol):
 
     def connection_made(self, transport: BaseTransport) -> None:
         super().connection_made(transport)
-        if not self.budget.admit(self):
+        if not self.budget.admit(self, transport):
             self.close()
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -93,12 +94,15 @@ class GrpcTransport:
         handlers = ServerReflection.extend([service, health], pool=schema.pool)
         self.server = _GrpclibServer(handlers, connections, config.grpc_idle_timeout_s)
         self.connections = connections
+        self.config = config
         self.port = 0
 
     async def start(self, host: str, port: int, reuse_port: bool = False) -> None:
-        sock = listening_socket(host, port, self.connections, reuse_port)
+        tls = server_context(self.config, GRPC_ALPN) if self.config.tls else None
+        handshake_timeout_s = self.config.idle_timeout_s if tls else None
+        sock = listening_socket(host, port, self.connections, reuse_port, handshake_timeout_s)
         self.port = sock.getsockname()[1]
-        await self.server.start(sock=sock, backlog=LISTEN_BACKLOG)
+        await self.server.start(sock=sock, backlog=LISTEN_BACKLOG, ssl=tls)
 
     def stop_accepting(self) -> None:
         """Close the listening socket; calls on open connections keep running."""

@@ -38,7 +38,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if not self.budget.admit(self):
+        if not self.budget.admit(self, transport):
             self._refuse(503, "Service Unavailable", BlazeError(Status.UNAVAILABLE, "too many open connections"))
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -15,6 +15,7 @@ from ..app import BlazeApp
 from ..connections import LISTEN_BACKLOG, ConnectionBudget, listening_socket
 from ..lifecycle import Lifecycle
 from ..runtime import Runtime
+from ..tls import HTTP_ALPN, server_context
 from .errors import ErrorResponder
 from .gate import RequestGate
 from .protocol import GuardedHttpProtocol
@@ -58,7 +59,9 @@ class HttpTransport:
         self.task: asyncio.Task[None] | None = None
 
     async def start(self, host: str, port: int, reuse_port: bool = False) -> None:
-        sock = listening_socket(host, port, self.connections, reuse_port)
+        tls = server_context(self.config, HTTP_ALPN) if self.config.tls else None
+        handshake_timeout_s = self.config.idle_timeout_s if tls else None
+        sock = listening_socket(host, port, self.connections, reuse_port, handshake_timeout_s)
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
             self.gate,
@@ -69,6 +72,7 @@ class HttpTransport:
             access_log=False,
             timeout_keep_alive=math.ceil(self.config.idle_timeout_s),
             timeout_graceful_shutdown=math.ceil(self.config.grace_period) + 1,  # BlazeServer.stop decides
+            ssl_context_factory=(lambda *_: tls) if tls else None,
         )
         self.server = _UvicornServer(config)
         self.task = asyncio.create_task(self.server.serve(sockets=[sock]))
