@@ -25,10 +25,10 @@ def server_context(config: ServeConfig, alpn: str) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_alpn_protocols([alpn])
-    load_certificate(context, config.ssl_certfile, config.ssl_keyfile, names=("ssl_certfile", "ssl_keyfile"))
+    _load_certificate(context, config.ssl_certfile, config.ssl_keyfile, names=("ssl_certfile", "ssl_keyfile"))
     if config.ssl_ca_certs is not None:
         context.verify_mode = ssl.CERT_REQUIRED
-        load_trusted(context, config.ssl_ca_certs, "ssl_ca_certs")
+        _load_trusted(context, config.ssl_ca_certs, "ssl_ca_certs")
     return context
 
 
@@ -46,24 +46,24 @@ def client_context(
         raise ValueError("certfile and keyfile need tls (True, or the CA file that signed the server's certificate)")
     if isinstance(tls, str):
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # checks the hostname; trusts only tls's CAs
-        load_trusted(context, tls, "tls")
+        _load_trusted(context, tls, "tls")
     else:
         context = ssl.create_default_context()  # the system's CAs
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_alpn_protocols([GRPC_ALPN])
     if certfile is not None:
-        load_certificate(context, certfile, keyfile, names=("certfile", "keyfile"))
+        _load_certificate(context, certfile, keyfile, names=("certfile", "keyfile"))
     elif keyfile is not None:
         raise ValueError("keyfile needs certfile (the client's certificate)")
     return context
 
 
-def load_certificate(context: ssl.SSLContext, certfile: str, keyfile: str | None, names: tuple[str, str]) -> None:
+def _load_certificate(context: ssl.SSLContext, certfile: str, keyfile: str | None, names: tuple[str, str]) -> None:
     """``context.load_cert_chain`` with errors that say which file is wrong and how."""
     cert_name, key_name = names
     key_path, key_where = (keyfile, key_name) if keyfile is not None else (certfile, cert_name)
     scratch = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    load_trusted(scratch, certfile, cert_name, what="certificate")
+    _load_trusted(scratch, certfile, cert_name, what="certificate")
 
     def encrypted() -> str:  # OpenSSL would otherwise ask for the passphrase on the terminal
         raise ValueError(f"{key_where}: the private key in {key_path} is encrypted; give it unencrypted")
@@ -81,7 +81,7 @@ def load_certificate(context: ssl.SSLContext, certfile: str, keyfile: str | None
         raise ValueError(f"{key_where}: cannot read {key_path}: {exc.strerror}") from None
 
 
-def load_trusted(context: ssl.SSLContext, path: str, name: str, what: str = "CA certificate") -> None:
+def _load_trusted(context: ssl.SSLContext, path: str, name: str, what: str = "CA certificate") -> None:
     """``context.load_verify_locations(path)``, ValueError if ``path`` holds no PEM certificate."""
     try:
         context.load_verify_locations(cafile=path)
