@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import re
+import ssl
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import trustme
 from prometheus_client.parser import text_string_to_metric_families
 
 from blazerpc import BlazeApp, BlazeClient, BlazeError
@@ -151,6 +154,21 @@ async def test_a_grpc_only_server_serves_metrics_on_its_own_port() -> None:
         samples = await scrape(http)
         assert value(samples, "blazerpc_requests_total", model="add", transport="grpc", code="OK") == 1
         assert (await http.get("/echo")).status_code == 404  # nothing but /metrics there
+
+
+async def test_the_metrics_port_speaks_tls_as_the_server_does(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    options = {"http_port": None, "metrics_port": 0, "ssl_certfile": str(tmp_path / "server.pem")}
+    async with serving(make_app(), **options) as server:
+        url = f"https://127.0.0.1:{server.metrics_server.port}/metrics"
+        async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))) as https:
+            assert (await https.get(url)).status_code == 200
+        with pytest.raises(httpx.TransportError):
+            async with httpx.AsyncClient() as untrusting:
+                await untrusting.get(url)
 
 
 def test_workers_share_one_view_of_the_counters(process_cleanup: list[Any]) -> None:

@@ -241,6 +241,8 @@ class BlazeServer:
             addresses.append(f"gRPC{tls} on {self.config.host}:{self.grpc_port}")
         if self.http:
             addresses.append(f"HTTP on {scheme}://{self.config.host}:{self.http_port}{mutual}")
+        if self.metrics_server:
+            addresses.append(f"metrics on {self.config.host}:{self.metrics_server.port}/metrics")
         from . import __version__
 
         log.info("blazerpc %s serving %s", __version__, ", ".join(addresses))

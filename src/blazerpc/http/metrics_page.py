@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from ..lifecycle import Lifecycle
 from ..metrics import Metrics
+from ..tls import HTTP_ALPN, server_context
 from .errors import ErrorResponder
 from .gate import RequestGate
 
@@ -62,16 +63,13 @@ class MetricsServer:
         sock = socket.create_server((host, port), family=family, reuse_port=reuse_port)
         sock.setblocking(False)
         self.port = sock.getsockname()[1]
-        cfg = self.config
+        tls = server_context(self.config, HTTP_ALPN) if self.config.tls else None
         config = uvicorn.Config(
             self.gate,
             lifespan="off",
             log_level="warning",
             access_log=False,
-            ssl_certfile=cfg.ssl_certfile,
-            ssl_keyfile=cfg.ssl_keyfile,
-            ssl_ca_certs=cfg.ssl_ca_certs,
-            ssl_cert_reqs=2 if cfg.ssl_ca_certs else 0,  # ssl.CERT_REQUIRED with a CA, else CERT_NONE
+            ssl_context_factory=(lambda *_: tls) if tls else None,
         )
         self.server = _UvicornServer(config)
         self.task = asyncio.create_task(self.server.serve(sockets=[sock]))
