@@ -134,14 +134,17 @@ class BlazeServer:
             return await batcher.submit(kwargs)
         return await self.runtime.call(model, kwargs)
 
-    async def start(self) -> None:
+    async def start(self, listen: bool = True) -> None:
+        """Bind the ports, run the startup hooks, report SERVING. ``listen=False`` builds the same
+        server but binds nothing: a host with its own listeners (a Ray Serve replica) calls the
+        HTTP app, ``http.gate``, itself; gRPC and the metrics port are then off."""
         cfg = self.config
         for model in self.app.registry:
             if model.batch is not None:
                 observer = self.app.metrics.batches.of(model.name) if cfg.metrics else None
                 self.batchers[model.name] = Batcher(model, self.runtime, model.batch, observer)
                 self.batchers[model.name].start()
-        if cfg.grpc_port is not None:
+        if cfg.grpc_port is not None and listen:
             from .grpc.server import GrpcTransport
             from .protobuf.descriptors import Schema
 
@@ -161,15 +164,17 @@ class BlazeServer:
             self.http = HttpTransport(self.app, self.runtime, self.lifecycle, self.invoke, cfg, self.connections)
             if cfg.metrics:
                 self._serve_metrics_page(self.http.api)
-            await self.http.start(cfg.host, cfg.http_port, cfg.reuse_port)
-        if cfg.metrics_port is not None:
+            if listen:
+                await self.http.start(cfg.host, cfg.http_port, cfg.reuse_port)
+        if cfg.metrics_port is not None and listen:
             from .http.metrics_page import MetricsServer
 
             self.metrics_server = MetricsServer(self.app.metrics, self.lifecycle, cfg)
             await self.metrics_server.start(cfg.host, cfg.metrics_port, cfg.reuse_port)
         await _run_hooks(self.app.startup_hooks, self.runtime)
         self.lifecycle.set_ready()
-        self._banner()
+        if listen:
+            self._banner()
 
     def _serve_metrics_page(self, api: Any) -> None:
         from .http.metrics_page import PATH, metrics_page, route_paths

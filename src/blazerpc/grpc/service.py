@@ -70,7 +70,7 @@ class InferenceService:
             mapping[method_path(model)] = Handler(func, cardinality, request_cls, reply_cls)
         return mapping
 
-    def _reply_encoder(self, model: ModelInfo) -> Callable[[Any], Any]:
+    def reply_encoder(self, model: ModelInfo) -> Callable[[Any], Any]:
         encode = encoder(self.schema.descriptor(response_name(model)))
         output = model.signature.output
         plain = isinstance(output, Scalar) or (isinstance(output, ListOf) and isinstance(output.item, Scalar))
@@ -91,7 +91,7 @@ class InferenceService:
 
     def _unary(self, model: ModelInfo) -> Callable[[Stream[Any, Any]], Awaitable[None]]:
         decode = request_decoder(model.signature.inputs)
-        encode_reply = self._reply_encoder(model)
+        encode_reply = self.reply_encoder(model)
 
         async def handle(stream: Stream[Any, Any], ctx: Context) -> None:
             with _grpc_status(model, self.lifecycle, ctx), self.lifecycle.track():
@@ -105,7 +105,7 @@ class InferenceService:
 
     def _streaming(self, model: ModelInfo) -> Callable[[Stream[Any, Any]], Awaitable[None]]:
         decode = request_decoder(model.signature.inputs)
-        encode_reply = self._reply_encoder(model)
+        encode_reply = self.reply_encoder(model)
 
         async def handle(stream: Stream[Any, Any], ctx: Context) -> None:
             with _grpc_status(model, self.lifecycle, ctx), self.lifecycle.track():

@@ -46,7 +46,7 @@ class GrpcCalls:
         # anything else its ``result`` field), so the two cannot drift apart.
         schema = stubs_schema(registry)
         service = InferenceService(registry, schema, server.runtime, server.lifecycle, server.invoke)
-        self.encoders: dict[str, Callable[[Any], Any]] = {m.name: service._reply_encoder(m) for m in registry}
+        self.encoders: dict[str, Callable[[Any], Any]] = {m.name: service.reply_encoder(m) for m in registry}
         self.decoders = {m.name: request_decoder(m.signature.inputs) for m in registry}
         self.empty_replies = {m.name: schema.message_class(response_name(m))() for m in registry}
 

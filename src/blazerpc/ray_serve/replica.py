@@ -2,11 +2,11 @@
 
 The replica builds the app (``app_factory()``: it imports the app's module, or builds
 ``blaze llm``'s), then runs ``BlazeServer.start()``: batchers, startup hooks, readiness and the
-middleware are the server's own. ``BlazeServer`` serves at least one transport, so it listens for
-HTTP on an ephemeral loopback port that nobody calls, and the replica hands the ASGI app that
-server built (our gate in front of ``build_api``'s FastAPI app) to Ray's ingress: routes, JSON
-and SSE, errors, ``/docs``, ``/health``, ``/ready`` (and every route added later) are identical
-to ``blaze serve``'s. gRPC methods are added per model by ``replica_class`` (``grpc_calls.py``).
+middleware are the server's own. The server binds no port (``start(listen=False)``): the
+replica hands the ASGI app that server built (our gate in front of ``build_api``'s FastAPI
+app) to Ray's ingress: routes, JSON and SSE, errors, ``/docs``, ``/health``, ``/ready``,
+``/metrics`` (and every route added later) are identical to ``blaze serve``'s. gRPC methods
+are added per model by ``replica_class`` (``grpc_calls.py``).
 
 Ray asks ``check_health`` every ``health_check_period_s``: it fails while the server is not
 ready (the app said it cannot serve, or failed for good), and Ray replaces a replica after 3
@@ -47,9 +47,8 @@ class BlazeReplica:
         # which then keeps to a private descriptor pool (both define the blazerpc.* messages).
         importlib.import_module(stubs)
         self.blaze_app = app_factory()
-        # HTTP on a loopback port nobody calls: BlazeServer.start() needs a transport (see above).
-        self.server = BlazeServer(self.blaze_app, replace(config, host="127.0.0.1", grpc_port=None, http_port=0))
-        await self.server.start()
+        self.server = BlazeServer(self.blaze_app, replace(config, grpc_port=None, http_port=0, metrics_port=None))
+        await self.server.start(listen=False)
         self.grpc = GrpcCalls(self.server)
 
     def __serve_build_asgi_app__(self) -> Any:
