@@ -12,6 +12,8 @@
 - Whatever goes wrong, the client gets an answer in the route's error shape and a keep-alive
   connection stays usable: an unexpected exception is a JSON 500; the end of the grace period
   is a 503, or, in an event stream already under way, a last error event and ``[DONE]``.
+- An event stream silent for ``sse_ping_interval_s`` is kept alive with ``: ping`` comments
+  (``sse.EventStream`` sends them; the gate tells it the interval); they are not messages.
 - Every request but the probes (``/health``, ``/ready``) is a call with a ``Context``: the
   middleware's ``before`` runs before its body is read (a ``BlazeError`` refuses it), ``after``
   once its answer has ended, refusals by the gate included; the answer carries ``x-request-id``.
@@ -29,9 +31,10 @@ from ..lifecycle import Lifecycle
 from .calls import PROBES, final_status, http_context, start_answer
 from .errors import ErrorResponder
 from .json_body import refuse_non_json
-from .sse import DONE, sse_event
+from .sse import DONE, PING, PING_INTERVAL, sse_event
 
 READ_ONLY = frozenset({"GET", "HEAD", "OPTIONS"})
+_NOT_MESSAGES = (DONE, PING)  # in an event stream, every other body is one streamed message
 
 
 class _Refusal(BaseException):
@@ -52,11 +55,11 @@ class RequestGate:
         sse_ping_interval_s: float = 0.0,
     ) -> None:
         self.app = app
-        self.sse_ping_interval_s = sse_ping_interval_s  # 0: never
         self.lifecycle = lifecycle
         self.errors = errors
         self.max_body_bytes = max_body_bytes
         self.body_timeout_s = body_timeout_s
+        self.sse_ping_interval_s = sse_ping_interval_s  # 0: never
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -65,6 +68,7 @@ class RequestGate:
         if scope["path"] in PROBES:
             await self.serve(_Exchange(self, scope, receive, send, None))
             return
+        scope[PING_INTERVAL] = self.sse_ping_interval_s  # read by the route's event stream, if it answers one
         ctx = http_context(scope)
         token = CURRENT.set(ctx)
         try:
@@ -200,7 +204,7 @@ class _Exchange:
         elif message["type"] == "http.response.body":
             if not message.get("more_body", False):
                 self.complete = True
-            elif self.event_stream and self.ctx is not None and message.get("body") != DONE:
+            elif self.event_stream and self.ctx is not None and message.get("body") not in _NOT_MESSAGES:
                 self.ctx.messages += 1
         await self._send(message)
 

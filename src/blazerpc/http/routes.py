@@ -98,10 +98,7 @@ def _add_model_route(api: FastAPI, model: ModelInfo, runtime: Runtime, invoke: I
     async def run_streaming(body: BaseModel, request: Request) -> Response:
         kwargs = call_kwargs(body)
         if getattr(body, "stream", False) or "text/event-stream" in request.headers.get("accept", ""):
-            try:
-                return EventStream(await model_events(model, kwargs, runtime, to_json))
-            except Exception as exc:
-                raise status_of(exc, what) from None
+            return EventStream(model_events(model, kwargs, runtime, to_json), what)
         try:
             async with runtime.stream(model, kwargs) as items:
                 chunks = [item async for item in items]

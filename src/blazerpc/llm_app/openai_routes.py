@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
-from ..context import record_error
-from ..errors import BlazeError, Status, shorten, status_of
-from ..http.sse import DONE, EventStream, sse_event
+from ..errors import BlazeError, Status, shorten
+from ..http.sse import EventStream, sse_event
 from ..llm.protocol import TokenEvent
 from .front_door import FrontDoor, Generation
 from .openai_schemas import ChatRequest, CompletionRequest, OpenAIRequest
@@ -56,17 +56,16 @@ def openai_router(door: FrontDoor) -> APIRouter:
     async def completions(body: CompletionRequest) -> Response:
         """Text completion of ``prompt``; ``stream: true`` answers Server-Sent Events."""
         check_model(body)
-        generation = await door.generate(body.prompt, max_tokens=body.max_tokens, **body.sampling())
-        return await respond(body, Answer(door.model_name, False, generation.prompt_tokens), generation)
+        start = partial(door.generate, body.prompt, max_tokens=body.max_tokens, **body.sampling())
+        return await respond(body, Answer(door.model_name, chat=False), start)
 
     @router.post("/chat/completions", response_model=None)
     async def chat_completions(body: ChatRequest) -> Response:
         """The assistant's next message, through the model's chat template."""
         check_model(body)
-        messages = body.template_messages()
         max_tokens = body.max_completion_tokens or body.max_tokens
-        generation = await door.generate(messages, max_tokens=max_tokens, **body.sampling())
-        return await respond(body, Answer(door.model_name, True, generation.prompt_tokens), generation)
+        start = partial(door.generate, body.template_messages(), max_tokens=max_tokens, **body.sampling())
+        return await respond(body, Answer(door.model_name, chat=True), start)
 
     def check_model(body: OpenAIRequest) -> None:
         if body.model != door.model_name:
@@ -76,27 +75,26 @@ def openai_router(door: FrontDoor) -> APIRouter:
     return router
 
 
-async def respond(body: OpenAIRequest, answer: Answer, generation: Generation) -> Response:
-    """The whole answer, or its stream once the first token is there (an error before it is a real status)."""
+async def respond(body: OpenAIRequest, answer: Answer, start: Callable[[], Awaitable[Generation]]) -> Response:
+    """The whole answer, or its event stream (``EventStream`` decides when it starts and pings it)."""
+    if body.stream:
+        usage = body.stream_options is not None and body.stream_options.include_usage
+        return EventStream(answer.stream(start, usage), "an OpenAI stream", openai_error_body)
+    generation = await start()
     try:
-        first = await anext(generation.events)
-        if not body.stream:
-            return JSONResponse(await answer.whole(first, generation.events))
-    except BaseException:
+        return JSONResponse(await answer.whole(generation))
+    finally:
         await generation.aclose()
-        raise
-    usage = body.stream_options is not None and body.stream_options.include_usage
-    return EventStream(answer.stream(first, generation, usage))
 
 
 class Answer:
     """Shapes one request's token events as OpenAI chunks or as one completion."""
 
-    def __init__(self, model: str, chat: bool, prompt_tokens: int) -> None:
-        self.model, self.chat, self.prompt_tokens = model, chat, prompt_tokens
+    def __init__(self, model: str, chat: bool) -> None:
+        self.model, self.chat = model, chat
         self.id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
         self.created = int(time.time())
-        self.completion_tokens = 0
+        self.prompt_tokens = self.completion_tokens = 0
 
     def envelope(self, choices: list[dict[str, Any]], chunk: bool) -> dict[str, Any]:
         kind = ("chat.completion" if self.chat else "text_completion") + (".chunk" if chunk and self.chat else "")
@@ -106,10 +104,10 @@ class Answer:
         total = self.prompt_tokens + self.completion_tokens
         return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens, "total_tokens": total}
 
-    async def whole(self, first: TokenEvent, rest: AsyncIterator[TokenEvent]) -> dict[str, Any]:
-        parts, reason = [first.text], first.finish_reason
-        self.completion_tokens = 1
-        async for event in rest:
+    async def whole(self, generation: Generation) -> dict[str, Any]:
+        self.prompt_tokens = generation.prompt_tokens
+        parts, reason = [], None
+        async for event in generation:
             parts.append(event.text)
             reason = event.finish_reason
             self.completion_tokens += 1
@@ -121,14 +119,17 @@ class Answer:
             choice |= {"text": text, "logprobs": None}
         return self.envelope([choice], chunk=False) | {"usage": self.usage()}
 
-    async def stream(self, first: TokenEvent, generation: Generation, usage: bool) -> AsyncGenerator[bytes]:
-        """The chunks; an error mid-stream is a last chunk with OpenAI's error object, then ``[DONE]``."""
+    async def stream(self, start: Callable[[], Awaitable[Generation]], usage: bool) -> AsyncGenerator[bytes]:
+        """The chunks, from the first token on (the chat role's chunk waits for it, so an error
+        before it is a real status); ``EventStream`` sends an error after it and ``[DONE]``."""
+        generation = await start()
+        self.prompt_tokens = generation.prompt_tokens
         try:
+            event: TokenEvent | None = await anext(generation.events)
             if self.chat:  # the role comes first, on its own
                 yield sse_event(
                     self.envelope([{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}], True)
                 )
-            event: TokenEvent | None = first
             while event is not None:
                 self.completion_tokens += 1
                 choice: dict[str, Any] = {"index": 0, "finish_reason": event.finish_reason}
@@ -140,10 +141,5 @@ class Answer:
                 event = await anext(generation.events, None)
             if usage:
                 yield sse_event(self.envelope([], chunk=True) | {"usage": self.usage()})
-        except Exception as exc:
-            error = status_of(exc, "an OpenAI stream")
-            record_error(error)
-            yield sse_event(openai_error_body(error))
         finally:
             await generation.aclose()
-        yield DONE
