@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import shlex
 import signal
 import subprocess
 import sys
 from pathlib import Path
+
+import httpx
 
 from tests.conftest import ROOT, blaze, free_port, wait_http_ready
 from tests.doc_commands import code_blocks, run_doc_command
@@ -33,7 +36,7 @@ def test_readme_llm_commands_are_the_seed_commands() -> None:
 
 
 def test_readme_tour_runs(tmp_path: Path, process_cleanup: list) -> None:
-    app_code, client_code = blocks("python")
+    app_code, client_code = blocks("python")[:2]
     (tmp_path / "app.py").write_text(app_code)
     serve_block, curl_block, grpcurl_block = blocks("bash")[1:4]
     assert serve_block.strip() == "blaze serve app:app"
@@ -64,3 +67,22 @@ def test_readme_tour_runs(tmp_path: Path, process_cleanup: list) -> None:
     server.send_signal(signal.SIGINT)
     server.communicate(timeout=30)
     assert server.returncode == 0
+
+
+def test_readme_production_example_runs(tmp_path: Path, process_cleanup: list) -> None:
+    (tmp_path / "shop.py").write_text(blocks("python")[2])
+    serve_block, calls_block = blocks("bash")[6:8]
+    argv = shlex.split(serve_block)
+    assert argv[:3] == ["blaze", "serve", "shop:app"]
+    grpc_port, http_port = free_port(), free_port()
+    server = blaze(*argv[1:], "--port", str(grpc_port), "--http-port", str(http_port), cwd=tmp_path)
+    process_cleanup.append(server)
+    wait_http_ready(http_port)
+    http_call, grpc_call, scrape = (run_doc_command(line, grpc_port, http_port) for line in calls_block.splitlines())
+    assert http_call == '{"result":"acme over http"}'
+    assert '"result": "acme over grpc"' in grpc_call
+    assert 'blazerpc_requests_total{code="OK",model="whoami",transport="grpc"} 1.0' in scrape
+    url = f"http://127.0.0.1:{http_port}/whoami"
+    refused = httpx.post(url, json={}, headers={"Authorization": "Bearer secret-key"})
+    assert refused.status_code == 422 and "x-tenant" in refused.text
+    assert httpx.post(url, json={}).status_code == 401
