@@ -1,4 +1,7 @@
-"""The FastAPI app: one ``POST /<model>`` per registered model, plus health and listing."""
+"""The FastAPI app: one ``POST /<model>`` per registered model, plus health and listing.
+
+With API keys, its OpenAPI schema declares them: a bearer scheme, on every operation that needs one.
+"""
 
 import inspect
 import logging
@@ -11,11 +14,13 @@ from pydantic import BaseModel, create_model
 
 from .. import __version__
 from ..app import BlazeApp
+from ..auth import ApiKeyAuth
 from ..context import CURRENT, Context, new_request_id
 from ..errors import BlazeError, Status, status_of
 from ..lifecycle import Lifecycle
 from ..registry import ModelInfo
 from ..runtime import Runtime
+from .calls import PROBES
 from .errors import ErrorResponder, blaze_error_body
 from .schemas import ErrorBody, request_model, response_model, result_json
 from .sse import EventStream, model_events
@@ -23,6 +28,7 @@ from .sse import EventStream, model_events
 log = logging.getLogger("blazerpc.http")
 
 Invoke = Callable[[ModelInfo, dict[str, Any]], Awaitable[Any]]
+BEARER = "apiKey"  # the name of the security scheme in the OpenAPI schema
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (413, 429, 500, 503, 504)}
 
 
@@ -62,7 +68,31 @@ def build_api(app: BlazeApp, runtime: Runtime, lifecycle: Lifecycle, invoke: Inv
         _add_model_route(api, model, runtime, invoke)
     for router in app.http_routers:
         api.include_router(router)
+    keys = next((m for m in lifecycle.middleware.middleware if isinstance(m, ApiKeyAuth)), None)
+    if keys is not None:
+        _declare_api_keys(api, PROBES | keys.open_paths)
     return api
+
+
+def _declare_api_keys(api: FastAPI, open_paths: frozenset[str]) -> None:
+    """The schema says which operations need a key (``/docs`` gets its "Authorize" button):
+    every one but those under ``open_paths``, which ``ApiKeyAuth`` lets through."""
+    plain = api.openapi  # FastAPI builds the schema again when routes are added
+
+    def openapi() -> dict[str, Any]:
+        schema = plain()
+        schema.setdefault("components", {}).setdefault("securitySchemes", {})[BEARER] = {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "One of the server's API keys, sent as `Authorization: Bearer <key>`.",
+        }
+        for path, operations in schema.get("paths", {}).items():
+            if path not in open_paths:
+                for operation in operations.values():
+                    operation["security"] = [{BEARER: []}]
+        return schema
+
+    api.openapi = openapi  # type: ignore[method-assign]
 
 
 def _add_model_route(api: FastAPI, model: ModelInfo, runtime: Runtime, invoke: Invoke) -> None:
