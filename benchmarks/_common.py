@@ -69,6 +69,12 @@ def quiet_access_log() -> None:
     configure_logging("info")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (10 ms ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 

@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from _common import free_port, median, quiet_access_log, spawn, table, tls_files, wait_port
+from _common import cpu_seconds, free_port, median, quiet_access_log, spawn, table, tls_files, wait_port
 from grpclib.client import Channel, UnaryStreamMethod, UnaryUnaryMethod
 from grpclib.const import Cardinality, Handler
 from grpclib.server import Server, Stream
@@ -151,11 +151,14 @@ async def measure(rounds: int) -> None:
             for port in ports.values():
                 wait_port(port)
             clients = {variant: Client(variant, ports[variant], certs) for variant in VARIANTS}
-            results: dict[str, list[float]] = {f"{kind}_{v}": [] for kind in ("unary", "stream") for v in VARIANTS}
+            kinds = ("unary", "stream", "cpu")
+            results: dict[str, list[float]] = {f"{kind}_{v}": [] for kind in kinds for v in VARIANTS}
             for r in range(rounds):
                 order = list(VARIANTS[r % len(VARIANTS) :] + VARIANTS[: r % len(VARIANTS)])  # rotate who goes first
                 for variant in order:
+                    cpu = cpu_seconds(child.pid)
                     results[f"unary_{variant}"].append(await unary_rate(clients[variant]))
+                    results[f"cpu_{variant}"].append((cpu_seconds(child.pid) - cpu) / UNARY_CALLS * 1e6)
                     results[f"stream_{variant}"].append(await stream_rate(clients[variant]))
         finally:
             child.terminate()
@@ -171,6 +174,11 @@ async def measure(rounds: int) -> None:
                "/bare"]  # fmt: skip
     print(table(headers, rows))
     print("targets: bare/raw >= 0.85x (unary), 0.8x (stream); metrics + API key + access log >= 0.95x of bare")
+    print()
+    print("server CPU per unary call (us; the client's share is not in it)")
+    raw, bare, dressed, tls = (median(results[f"cpu_{v}"]) for v in VARIANTS)
+    cpu_headers = ["raw grpclib", "blazerpc bare", "+metrics+key+log", "added", "TLS", "added"]
+    print(table(cpu_headers, [[raw, bare, dressed, f"{dressed / bare - 1:+.0%}", tls, f"{tls / bare - 1:+.0%}"]]))
 
 
 def main() -> None:
