@@ -55,7 +55,7 @@ def test_serve_takes_api_keys_and_logs_a_line_per_call(process_cleanup: list) ->
     assert asyncio.run(call()) == "grpc"
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=20)
-    assert "middleware: AccessLog, API keys (2, docs open)" in out
+    assert "middleware: metrics (/metrics), AccessLog, API keys (2, docs open)" in out
     assert re.search(r"INFO blazerpc\.access \[no-key\] http POST /echo 401 \d+\.\dms", out), out
     assert re.search(r"INFO blazerpc\.access \[with-key\] http POST /echo 200 \d+\.\dms", out), out
     assert re.search(r"INFO blazerpc\.access \[[0-9a-f]{16}\] grpc /blazerpc.InferenceService/PredictEcho OK", out)

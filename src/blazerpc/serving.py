@@ -260,7 +260,10 @@ class BlazeServer:
 
 def _describe(middleware: object) -> str:
     from .auth import ApiKeyAuth
+    from .metrics import CallMetrics
 
+    if isinstance(middleware, CallMetrics):
+        return "metrics (/metrics)"
     if isinstance(middleware, ApiKeyAuth):
         docs = "docs open" if middleware.open_paths else "docs protected"
         return f"API keys ({len(middleware.keys)}, {docs})"
