@@ -6,9 +6,10 @@ answering fast throughout, and a normal request is served at the end."""
 from __future__ import annotations
 
 import collections
+import json
 import statistics
-import threading
-import time
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -44,31 +45,42 @@ VALID = {  # one valid request per model, the seed the gRPC mutations start from
 }
 
 
-class HealthWatch(threading.Thread):
-    """Polls ``/health`` every 20 ms on its own connection while the fuzzing runs."""
+POLL_HEALTH = """
+import json, sys, threading, time, httpx
+stop, latencies, failures = threading.Event(), [], []
+threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+with httpx.Client(base_url=sys.argv[1], timeout=10) as http:
+    while not stop.wait(0.02):
+        started = time.perf_counter()
+        try:
+            http.get("/health").raise_for_status()
+        except httpx.HTTPError as exc:
+            failures.append(repr(exc))
+        latencies.append(time.perf_counter() - started)
+print(json.dumps({"latencies": latencies, "failures": failures}))
+"""
+
+
+class HealthWatch:
+    """Polls ``/health`` every 20 ms on its own connection while the fuzzing runs, from its own
+    process: the fuzzers' work in this one (and its GIL) must not count as the server's latency."""
 
     def __init__(self, port: int) -> None:
-        super().__init__(daemon=True)
         self.port, self.latencies, self.failures = port, list[float](), list[str]()
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        with httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=10) as http:
-            while not self.stop.wait(0.02):
-                started = time.perf_counter()
-                try:
-                    http.get("/health").raise_for_status()
-                except httpx.HTTPError as exc:
-                    self.failures.append(repr(exc))
-                self.latencies.append(time.perf_counter() - started)
 
     def __enter__(self) -> HealthWatch:
-        self.start()
+        self.poller = subprocess.Popen(
+            [sys.executable, "-c", POLL_HEALTH, f"http://127.0.0.1:{self.port}"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.join()
+        out, _ = self.poller.communicate(timeout=30)
+        polled = json.loads(out)
+        self.latencies, self.failures = polled["latencies"], polled["failures"]
 
     def p99(self) -> float:
         return statistics.quantiles(self.latencies, n=100)[98]
@@ -172,7 +184,7 @@ def test_fuzzed_requests_get_no_server_errors_and_health_stays_fast(target: tupl
     print(f"{sum(seen.values())} fuzzed requests ({len(watch.latencies)} /health polls, p99 {p99 * 1000:.1f} ms):")
     for (what, how, code), count in sorted(seen.items()):
         print(f"  {what:28} {how:9} {code:4} x {count}")
-    assert not watch.failures and p99 < 0.25  # an order of magnitude; the figure itself is printed above
+    assert not watch.failures and p99 < 0.1  # an order of magnitude; the figure itself is printed above
     name = next(iter(app.registry)).name
     body = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in VALID[name].items()}
     assert httpx.post(f"http://127.0.0.1:{http_port}/{name}", json=body, timeout=60).status_code == 200

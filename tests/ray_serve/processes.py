@@ -71,3 +71,18 @@ def wait_gone(pids: set[int], timeout: float = 30) -> set[int]:
     while alive(pids) and time.monotonic() < deadline:
         time.sleep(0.2)
     return alive(pids)
+
+
+def stop_all(process: subprocess.Popen[bytes]) -> None:
+    """After a failed test: SIGINT as Ctrl-C, SIGKILL if that hangs, then whatever of Ray it left
+    behind, so that the next tests do not share the two cores with a dying cluster."""
+    if process.poll() is not None:
+        return
+    below = descendants(process.pid)
+    try:
+        stop(process)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(30)
+    for pid in wait_gone(below, timeout=10):
+        os.kill(pid, signal.SIGKILL)

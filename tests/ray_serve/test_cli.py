@@ -26,7 +26,7 @@ from blazerpc import BlazeClient, BlazeError, Status
 from examples.replicas import app
 from tests.conftest import ROOT, free_port, serving, wait_http_ready
 from tests.doc_commands import code_blocks, run_doc_command
-from tests.ray_serve.processes import blaze_ray, descendants, stop, wait_gone
+from tests.ray_serve.processes import blaze_ray, descendants, stop, stop_all, wait_gone
 
 DOC = (ROOT / "docs" / "scaling.md").read_text()
 pytestmark = pytest.mark.timeout(180)
@@ -56,9 +56,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
         wait_http_ready(http_port, timeout=120)
         yield Deployment(process, http_port, grpc_port, log)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(30)
+        stop_all(process)  # the last test stops it; this is for a failed run
 
 
 def http_pids(deployment: Deployment, calls: int) -> list[int]:
@@ -176,11 +174,14 @@ def test_an_http_client_that_leaves_cancels_the_replicas_generator(deployed: Dep
 async def test_a_grpc_client_that_cancels_cancels_the_replicas_generator(deployed: Deployment, tmp_path: Path) -> None:
     report = tmp_path / "grpc-stream"
     client = BlazeClient("127.0.0.1", deployed.grpc_port, registry=app.registry)
-    async with client, client.stream("count", to=1000, every_ms=20, report=str(report)) as numbers:
+    async with client, client.stream("count", to=100, every_ms=200, report=str(report)) as numbers:
         assert await anext(numbers) == 1
+        # Cancel while the proxy waits for the next number: a cancel that lands while it is still
+        # writing this one is swallowed by Ray's proxy (docs/scaling.md, "Streams").
+        await asyncio.sleep(0.1)
     ended = await asyncio.to_thread(wait_for_report, report)
     assert ended.startswith("closed after ")
-    assert int(ended.split()[-1]) < 100
+    assert int(ended.split()[-1]) < 20  # 100 numbers take 20 s; it stopped within ~2 s
 
 
 async def test_a_killed_replica_is_replaced_and_calls_keep_succeeding(deployed: Deployment) -> None:
