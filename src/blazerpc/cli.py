@@ -175,6 +175,14 @@ def llm(
             "float32 (matches the reference implementation exactly) or bfloat16."
         ),
     ] = "auto",
+    weights: Annotated[
+        str,
+        typer.Option(
+            help="Weights decode steps read: auto (int4 on a CPU where the native kernels run, unless --dtype "
+            "float32; else full), full (the --dtype matrices), int8 or int4 (quantized in groups of 32; the LM "
+            "head stays 8-bit). Prefill and steps of more than 8 streams use the --dtype matrices."
+        ),
+    ] = "auto",
     max_num_seqs: Annotated[int, typer.Option(min=1, help="Sequences decoded together.")] = 32,
     max_waiting: Annotated[int, typer.Option(min=1, help="Queued requests before 429.")] = 256,
     max_prefill_tokens: Annotated[
@@ -236,6 +244,7 @@ def llm(
             max_model_len=max_model_len,
             kv_cache_mb=kv_cache_mb,
             dtype=dtype,
+            weights=weights,
             threads=threads or None,
         )
         restart = RestartPolicy(max_restarts=max_engine_restarts, window_s=engine_restart_window)

@@ -108,3 +108,19 @@ def test_bfloat16_model_gives_the_same_logits_with_or_without_the_kernels(tiny_d
     for a, b in zip(with_kernel, without, strict=True):
         # bf16 rounding of x in torch's path, float32 x in the kernel: close, not equal
         assert F.cosine_similarity(torch.stack(a), torch.stack(b), dim=-1).min() > 0.999
+
+
+@needs_native
+@pytest.mark.parametrize("rows", [1, 3, 8, 33])
+@pytest.mark.parametrize("dim", [576, 17])
+def test_rms_norm_and_silu_mul_match_torch(rows: int, dim: int) -> None:
+    assert native is not None
+    g = torch.Generator().manual_seed(rows + dim)
+    x, w = torch.randn(rows, dim, generator=g) * 3, torch.randn(dim, generator=g)
+    torch.testing.assert_close(native.rms_norm(x, w, 1e-5), F.rms_norm(x, (dim,), w, 1e-5))
+    torch.testing.assert_close(native.rms_norm(x.t().contiguous().t(), w, 1e-5), F.rms_norm(x, (dim,), w, 1e-5))
+    gate_up = torch.randn(rows, 2 * dim, generator=g) * 4
+    gate, up = gate_up.split(dim, dim=-1)
+    torch.testing.assert_close(native.silu_mul(gate_up), F.silu(gate) * up)
+    with pytest.raises(RuntimeError, match=f"w has {dim + 1} values, x {dim} columns"):
+        native.rms_norm(x, torch.ones(dim + 1), 1e-5)

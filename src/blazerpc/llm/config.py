@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DTYPES = ("float32", "bfloat16")
+WEIGHTS = ("full", "int8", "int4")  # "full": the matrices in dtype, not quantized
 
 
 @dataclass(frozen=True)
@@ -18,11 +19,14 @@ class EngineConfig:
     block_size: int = 16
     device: str = "auto"  # "auto": CUDA when torch sees a GPU, else CPU
     dtype: str = "auto"  # "auto": bfloat16 where the hardware has bf16 instructions, else float32
+    weights: str = "auto"  # decode steps' weights; "auto": int4 where the native kernels run (not with float32)
     threads: int | None = None  # torch threads in the engine process (None: torch's default)
 
     def __post_init__(self) -> None:
         if self.dtype != "auto" and self.dtype not in DTYPES:
             raise ValueError(f"dtype must be auto, {', '.join(DTYPES)}; got {self.dtype!r}")
+        if self.weights != "auto" and self.weights not in WEIGHTS:
+            raise ValueError(f"weights must be auto, {', '.join(WEIGHTS)}; got {self.weights!r}")
         for name in ("max_num_seqs", "max_waiting", "max_prefill_tokens", "kv_cache_mb", "block_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -24,6 +24,25 @@ def torch_device(config: EngineConfig) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def weight_format(config: EngineConfig) -> str:
+    """``full``, ``int8`` or ``int4``: what ``auto`` means here (see ``quant``, docs/llm.md).
+
+    Quantized weights need the native kernels on a CPU with AVX2 at least; ``auto`` takes int4
+    there (the fastest, and accurate enough: docs/llm.md), full weights elsewhere and with
+    ``dtype="float32"`` (asked for to match the reference exactly).
+    """
+    from . import kernels, quant
+
+    usable = torch_device(config) == "cpu" and kernels.native() is not None and quant.best_isa() > 0
+    if config.weights == "auto":
+        return "int4" if usable and config.dtype != "float32" else "full"
+    if config.weights != "full" and not usable:
+        raise ValueError(
+            f"--weights {config.weights} needs the native kernels on a CPU with AVX2 (device: {torch_device(config)})"
+        )
+    return config.weights
+
+
 def torch_dtype(config: EngineConfig) -> torch.dtype:
     if config.dtype == "auto":
         return torch.bfloat16 if native_bf16(torch_device(config)) else torch.float32

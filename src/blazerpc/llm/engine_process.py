@@ -43,7 +43,7 @@ def engine_main(conn: Connection, model_path: str, config: EngineConfig) -> None
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     import torch
 
-    from .device import torch_device, torch_dtype
+    from .device import torch_device, torch_dtype, weight_format
     from .engine import LLMEngine
     from .loader import load
 
@@ -51,7 +51,11 @@ def engine_main(conn: Connection, model_path: str, config: EngineConfig) -> None
         torch.set_num_threads(config.threads)
     try:
         loaded = load(
-            model_path, max_seq_len=config.max_model_len, device=torch_device(config), dtype=torch_dtype(config)
+            model_path,
+            max_seq_len=config.max_model_len,
+            device=torch_device(config),
+            dtype=torch_dtype(config),
+            weights=weight_format(config),
         )
         engine = LLMEngine(loaded, config)
     except Exception as exc:

@@ -21,7 +21,7 @@ from torch import Tensor
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("kernels.cpp")
+SOURCES = [Path(__file__).with_name(name) for name in ("kernels.cpp", "quant.cpp")]
 STALE_LOCK_S = 600  # a build takes ~25-40 s
 # Instruction sets by torch's CPU capability. The build is cached per source and flags, so a
 # cache carried over to a CPU without these instructions is never loaded there.
@@ -36,11 +36,12 @@ PagedDecode = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, float], Tensor]
 
 @functools.cache
 def native() -> ModuleType | None:
-    """The compiled module (``few_rows_linear``, ``paged_decode``), or None where it cannot be built."""
+    """The compiled module (kernels.cpp's functions, quant.cpp's ``quant_linear``), or None where it cannot be built."""
     if os.environ.get("BLAZE_NATIVE_KERNELS", "1") == "0":
         return None
     flags = ["-O3", "-ffast-math", "-fopenmp", *ISA_FLAGS.get(torch.backends.cpu.get_cpu_capability(), [])]
-    name = "blaze_kernels_" + hashlib.sha256(SOURCE.read_bytes() + " ".join(flags).encode()).hexdigest()[:12]
+    digest = hashlib.sha256(b"".join(s.read_bytes() for s in SOURCES) + " ".join(flags).encode())
+    name = "blaze_kernels_" + digest.hexdigest()[:12]
     build = build_root() / name
     build.mkdir(parents=True, exist_ok=True)
     lock = build / "lock"  # torch waits for it without end; a build killed midway leaves it behind
@@ -52,7 +53,7 @@ def native() -> ModuleType | None:
     try:
         from torch.utils.cpp_extension import load
 
-        module: ModuleType = load(name, [str(SOURCE)], extra_cflags=flags, build_directory=str(build))
+        module: ModuleType = load(name, [str(s) for s in SOURCES], extra_cflags=flags, build_directory=str(build))
     except Exception as exc:  # no compiler, no ninja, a build error: torch's kernels still work
         log.warning("native kernels not built (%s: %s); using torch's", type(exc).__name__, exc)
         return None

@@ -31,22 +31,24 @@ def load(
     max_seq_len: int = 2048,
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
+    weights: str = "full",
 ) -> LoadedModel:
     """A GGUF file or a directory with ``config.json``, ``*.safetensors`` and ``tokenizer.json``.
 
-    Weights are dequantised to float32; ``dtype`` then sets the matrices' type (see ``Llama.cast_weights``).
+    Weights are dequantised to float32; ``dtype`` then sets the matrices' type (see ``Llama.cast_weights``),
+    and ``weights`` (``full``, ``int8``, ``int4``) what decode steps read (see ``Llama.quantize``).
     """
     path = Path(path) if path is not None else default_model_path()
     if path.is_dir():
-        config, weights, tokenizer = _read_hf(path, max_seq_len)
+        config, tensors, tokenizer = _read_hf(path, max_seq_len)
     elif path.is_file():
-        config, weights, tokenizer = _read_gguf(path, max_seq_len)
+        config, tensors, tokenizer = _read_gguf(path, max_seq_len)
     else:
         raise FileNotFoundError(f"no model at {path}")
     with torch.device("meta"):
         model = Llama(config)
     model = model.to_empty(device=device)
-    state = _fuse(dict(_progress(weights, total=len(model.state_dict()), desc=f"loading {path.name}")))
+    state = _fuse(dict(_progress(tensors, total=len(model.state_dict()), desc=f"loading {path.name}")))
     if config.tie_embeddings:
         state.setdefault("output.weight", state["tok_embeddings.weight"])
     missing = set(model.state_dict()) - set(state)
@@ -55,6 +57,8 @@ def load(
     model.load_state_dict(state, strict=True, assign=False)
     model.rope_cos, model.rope_sin = (t.to(device) for t in _rope(config))
     model.eval().requires_grad_(False)
+    if weights != "full":
+        model.quantize(weights)  # from the float32 weights
     if dtype != torch.float32:
         model.cast_weights(dtype)
     model.prepare_decode()

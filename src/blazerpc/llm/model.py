@@ -8,13 +8,14 @@ that looks at sequences, through ``AttentionBatch``. Weights use the Hugging Fac
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import kernels
+from . import kernels, quant
 from .linear import Linear
 
 
@@ -105,12 +106,17 @@ class KVCache(nn.Module):
 
 
 class RMSNorm(nn.Module):
+    native: Callable[[Tensor, Tensor, float], Tensor] | None  # kernels.cpp's rms_norm (see Llama.prepare_decode)
+
     def __init__(self, dim: int, eps: float) -> None:
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
+        self.native = None
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.native is not None:
+            return self.native(x, self.weight, self.eps)
         return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
 
 
@@ -193,14 +199,20 @@ class Attention(nn.Module):
 
 
 class FeedForward(nn.Module):
+    silu_mul: Callable[[Tensor], Tensor] | None  # kernels.cpp's (see Llama.prepare_decode)
+
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
         self.ffn_dim = config.ffn_dim
         self.w13 = Linear(config.dim, 2 * config.ffn_dim)  # gate and up, stacked
         self.w2 = Linear(config.ffn_dim, config.dim)  # down
+        self.silu_mul = None
 
     def forward(self, x: Tensor) -> Tensor:
-        gate, up = self.w13(x).split(self.ffn_dim, dim=-1)  # (N, ffn) each
+        gate_up = self.w13(x)  # (N, 2 ffn)
+        if self.silu_mul is not None:
+            return self.w2(self.silu_mul(gate_up))  # type: ignore[no-any-return]
+        gate, up = gate_up.split(self.ffn_dim, dim=-1)
         out: Tensor = self.w2(F.silu(gate) * up)
         return out
 
@@ -248,6 +260,16 @@ class Llama(nn.Module):
             if isinstance(module, Linear | nn.Embedding):
                 module.weight.data = module.weight.data.to(dtype)  # tied weights: the second is a no-op
 
+    def quantize(self, fmt: str) -> None:
+        """Quantized copies of the matrices (``int8`` or ``int4``) for decode steps' products.
+
+        The LM head takes 8 bits in both: 4 bits cost it accuracy (GGUF files keep it in Q8_0 or
+        better too). The float matrices stay, for prefill and steps of many rows (see ``Linear``).
+        """
+        for module in self.modules():
+            if isinstance(module, Linear):
+                module.quantize(8 if module is self.output else quant.FORMATS[fmt])
+
     def prepare_decode(self) -> None:
         """Weight copies and native kernels for decode steps on CPU (see ``Linear``, ``kernels``)."""
         for module in self.modules():
@@ -257,6 +279,10 @@ class Llama(nn.Module):
         for module in self.modules():
             if isinstance(module, Attention):
                 module.paged_decode = native.paged_decode if native is not None else None
+            elif isinstance(module, RMSNorm):
+                module.native = native.rms_norm if native is not None else None
+            elif isinstance(module, FeedForward):
+                module.silu_mul = native.silu_mul if native is not None else None
 
     def forward(self, tokens: Tensor, batch: AttentionBatch, cache: KVCache, logits_at: Tensor) -> Tensor:
         """Logits ``(len(logits_at), vocab)`` for the flat ``tokens`` (N,) of one engine step."""

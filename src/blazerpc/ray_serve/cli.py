@@ -119,6 +119,7 @@ def llm(
         int, typer.Option(min=0, help="Torch threads of each replica's engine (0: --cpus-per-replica, at least 1).")
     ] = 0,
     dtype: Annotated[str, typer.Option(help="auto, float32 or bfloat16 (see blaze llm --help).")] = "auto",
+    weights: Annotated[str, typer.Option(help="auto, full, int8 or int4 (see blaze llm --help).")] = "auto",
     max_num_seqs: Annotated[int, typer.Option(min=1, help="Sequences each engine decodes together.")] = 32,
     max_waiting: Annotated[int, typer.Option(min=1, help="Requests queued in each engine before 429.")] = 256,
     max_model_len: Annotated[int, typer.Option(min=16, help="Context length (prompt + answer).")] = 2048,
@@ -152,6 +153,7 @@ def llm(
             max_model_len=max_model_len,
             kv_cache_mb=kv_cache_mb,
             dtype=dtype,
+            weights=weights,
             threads=threads or max(1, round(cpus_per_replica)),
         )
         deployment = BlazeDeployment(
