@@ -25,7 +25,7 @@ def reference(x: torch.Tensor, q: quant.QuantizedWeight) -> torch.Tensor:
     """What the kernels compute, in float64 torch ops: x quantized per group of 32 to two int8
     parts (step max|x| / 127 / 256, rounded half to even), times the dequantized weights."""
     k = q.in_features
-    padded = F.pad(x, (0, q.u.shape[1] * (8 // q.bits) - k)).view(x.shape[0], -1, quant.GROUP)
+    padded = F.pad(x, (0, q.u.shape[1] * quant.GROUP - k)).view(x.shape[0], -1, quant.GROUP)
     amax = padded.abs().amax(-1, keepdim=True)
     t = padded * torch.where(amax > 0, 127.0 / torch.where(amax > 0, amax, 1), 0)  # float32, as the kernel
     hi = torch.round(t)
@@ -35,16 +35,16 @@ def reference(x: torch.Tensor, q: quant.QuantizedWeight) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("bits", [8, 4])
-@pytest.mark.parametrize(("n", "k"), [(96, 576), (37, 40), (5, 1537), (13, 64), (1, 31)])
+@pytest.mark.parametrize(("n", "k"), [(96, 576), (37, 40), (5, 1537), (13, 64), (1, 31), (16, 32)])
 def test_dequantize_is_within_half_a_step_of_the_weights(bits: int, n: int, k: int) -> None:
     w = torch.randn(n, k, generator=torch.Generator().manual_seed(n * k))
     q = quant.quantize(w, bits)
-    padded = F.pad(w, (0, -k % quant.CHUNK)).view(n, -1, quant.GROUP)
-    step = q.scale.float()  # one quantization step per group
+    groups, tiles = -(-k // quant.GROUP), -(-n // quant.TILE)
+    step = q.scale.permute(0, 2, 1).reshape(-1, groups)[:n].float()  # one quantization step per row and group
     error = (quant.dequantize(q) - w).abs()
     half_step = (step / 2).repeat_interleave(quant.GROUP, dim=1)[:, :k]
-    assert bool((error <= half_step * 1.01 + 1e-3 * padded.abs().amax()).all())
-    assert q.u.dtype == torch.uint8 and q.u.shape == (n, (-(-k // 64) * 64) * bits // 8)
+    assert bool((error <= half_step * 1.01 + 1e-3 * w.abs().amax()).all())
+    assert q.u.dtype == torch.uint8 and q.u.shape == (tiles, groups, 16 * 32 * bits // 8)
 
 
 @pytest.mark.parametrize(("bits", "ggml"), [(8, GGMLQuantizationType.Q8_0), (4, GGMLQuantizationType.Q4_1)])
@@ -59,7 +59,7 @@ def test_gguf_blocks_come_back_exactly(bits: int, ggml: GGMLQuantizationType) ->
 @pytest.mark.parametrize("isa", PATHS)
 @pytest.mark.parametrize("bits", [8, 4])
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 7, 8, 13, 64])
-@pytest.mark.parametrize(("n", "k"), [(96, 576), (37, 40), (5, 1537), (6, 1536)])
+@pytest.mark.parametrize(("n", "k"), [(96, 576), (37, 40), (5, 1537), (6, 1536), (33, 33)])
 def test_quant_linear_matches_the_reference(isa: int, bits: int, rows: int, n: int, k: int) -> None:
     g = torch.Generator().manual_seed(rows * 1000 + n)
     w, x = torch.randn(n, k, generator=g), torch.randn(rows, k, generator=g)
@@ -87,13 +87,15 @@ def test_quant_linear_refuses_what_it_cannot_do() -> None:
     assert native is not None
     q = quant.quantize(torch.randn(8, 128), 4)
     with pytest.raises(RuntimeError, match="at most 64 rows, got 65"):
-        native.quant_linear(torch.randn(65, 128), q.u, q.scale, q.min, 4, 0)
+        native.quant_linear(torch.randn(65, 128), q.u, q.scale, q.min, 8, 4, 0)
     with pytest.raises(RuntimeError, match="x has 200 columns"):
-        native.quant_linear(torch.randn(1, 200), q.u, q.scale, q.min, 4, 0)
+        native.quant_linear(torch.randn(1, 200), q.u, q.scale, q.min, 8, 4, 0)
     with pytest.raises(RuntimeError, match="bits must be 8 or 4, got 3"):
-        native.quant_linear(torch.randn(1, 128), q.u, q.scale, q.min, 3, 0)
+        native.quant_linear(torch.randn(1, 128), q.u, q.scale, q.min, 8, 3, 0)
+    with pytest.raises(RuntimeError, match="n = 17 does not fit 1 tiles of 16"):
+        native.quant_linear(torch.randn(1, 128), q.u, q.scale, q.min, 17, 4, 0)
     with pytest.raises(RuntimeError, match="x: \\(rows, K\\) float32"):
-        native.quant_linear(torch.randn(1, 128).double(), q.u, q.scale, q.min, 4, 0)
+        native.quant_linear(torch.randn(1, 128).double(), q.u, q.scale, q.min, 8, 4, 0)
 
 
 @needs_native

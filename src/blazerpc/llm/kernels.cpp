@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 
@@ -266,8 +267,61 @@ torch::Tensor paged_decode(torch::Tensor q, torch::Tensor k_cache, torch::Tensor
   return out;
 }
 
-torch::Tensor quant_linear(torch::Tensor x, torch::Tensor u, torch::Tensor scale, torch::Tensor min, int64_t bits,
-                           int64_t isa);  // quant.cpp
+// A decode step's attention for a layer in one call: RoPE on q and k (half-split layout, sin
+// signed as model.py's rope_tables), the new k and v written to the paged cache, then
+// paged_decode. qkv (B, (H + 2 KVH) * D) float32, one row per decoding sequence; cos, sin (B, D);
+// slot_blocks, slot_offsets (B,) where each new token goes. Returns (B, H * D) float32. In torch
+// this is ~15 operators a layer, more time than the attention itself on a decode step.
+torch::Tensor decode_attention(torch::Tensor qkv, torch::Tensor cos, torch::Tensor sin, torch::Tensor k_cache,
+                               torch::Tensor v_cache, torch::Tensor slot_blocks, torch::Tensor slot_offsets,
+                               torch::Tensor tables, torch::Tensor lens, int64_t n_heads, double scale) {
+  const int64_t B = qkv.size(0), KVH = k_cache.size(0), D = k_cache.size(2), BS = k_cache.size(3), H = n_heads;
+  TORCH_CHECK(qkv.dim() == 2 && qkv.dtype() == torch::kFloat32 && qkv.size(1) == (H + 2 * KVH) * D,
+              "qkv: (B, (H + 2 KVH) * D) float32");
+  TORCH_CHECK(cos.numel() == B * D && sin.numel() == B * D && cos.dtype() == torch::kFloat32, "cos, sin: (B, D) float32");
+  TORCH_CHECK(slot_blocks.numel() == B && slot_offsets.numel() == B && slot_blocks.dtype() == torch::kInt64 &&
+                  slot_offsets.dtype() == torch::kInt64, "slot_blocks, slot_offsets: (B,) int64");
+  TORCH_CHECK(D % 2 == 0 && k_cache.is_contiguous() && v_cache.is_contiguous(), "caches: contiguous, even head_dim");
+  qkv = qkv.contiguous();
+  cos = cos.contiguous();
+  sin = sin.contiguous();
+  slot_blocks = slot_blocks.contiguous();
+  slot_offsets = slot_offsets.contiguous();
+  auto q = torch::empty({B, H, D}, qkv.options());
+  const float *in = qkv.data_ptr<float>(), *c = cos.data_ptr<float>(), *sn = sin.data_ptr<float>();
+  const int64_t *blocks = slot_blocks.data_ptr<int64_t>(), *offsets = slot_offsets.data_ptr<int64_t>();
+  const int64_t NB = k_cache.size(1);
+  float* qp = q.data_ptr<float>();
+  auto write = [&](auto* k_out, auto* v_out) {
+    using T = std::remove_pointer_t<decltype(k_out)>;
+    for (int64_t b = 0; b < B; ++b) {
+      const float* row = in + b * (H + 2 * KVH) * D;
+      for (int64_t h = 0; h < H + KVH; ++h) {  // q heads, then k heads: rotated
+        const float* x = row + h * D;
+        for (int64_t i = 0; i < D; ++i) {
+          const float rotated = x[i] * c[b * D + i] + x[(i + D / 2) % D] * sn[b * D + i];
+          if (h < H)
+            qp[(b * H + h) * D + i] = rotated;
+          else  // keys transposed per block: (D, BS)
+            k_out[(((h - H) * NB + blocks[b]) * D + i) * BS + offsets[b]] = static_cast<T>(rotated);
+        }
+      }
+      for (int64_t h = 0; h < KVH; ++h) {  // values as they are: (BS, D)
+        const float* x = row + (H + KVH + h) * D;
+        T* v = v_out + (((h * NB + blocks[b]) * BS) + offsets[b]) * D;
+        for (int64_t i = 0; i < D; ++i) v[i] = static_cast<T>(x[i]);
+      }
+    }
+  };
+  if (k_cache.dtype() == torch::kBFloat16)
+    write(k_cache.data_ptr<at::BFloat16>(), v_cache.data_ptr<at::BFloat16>());
+  else
+    write(k_cache.data_ptr<float>(), v_cache.data_ptr<float>());
+  return paged_decode(q, k_cache, v_cache, tables, lens, scale).view({B, H * D});
+}
+
+torch::Tensor quant_linear(torch::Tensor x, torch::Tensor u, torch::Tensor scale, torch::Tensor min, int64_t n,
+                           int64_t bits, int64_t isa);  // quant.cpp
 
 // x (rows, D) float32, w (D,) float32: x / sqrt(mean(x^2) + eps) * w, row by row. Torch's CPU
 // rms_norm is ~7 operators (~20 us a call on a decode step's rows); this is one pass.
@@ -312,6 +366,7 @@ torch::Tensor silu_mul(torch::Tensor gate_up) {
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("decode_attention", &decode_attention, "RoPE, cache writes and paged attention of a decode step");
   m.def("rms_norm", &rms_norm, "RMSNorm of float32 rows in one pass");
   m.def("silu_mul", &silu_mul, "silu(gate) * up of float32 rows [gate | up]");
   m.def("quant_linear", &quant_linear, "x @ w.T for a few float32 rows and 8- or 4-bit weights (quant.cpp)");

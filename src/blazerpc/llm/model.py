@@ -122,19 +122,25 @@ class RMSNorm(nn.Module):
 
 class Attention(nn.Module):
     paged_decode: kernels.PagedDecode | None  # kernels.cpp's, when built (see Llama.prepare_decode)
+    fused_decode: Callable[..., Tensor] | None  # kernels.cpp's decode_attention: RoPE, cache writes, paged_decode
 
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, config.head_dim
         self.wqkv = Linear(config.dim, (config.n_heads + 2 * config.n_kv_heads) * config.head_dim)
         self.wo = Linear(config.n_heads * config.head_dim, config.dim)
-        self.paged_decode = None
+        self.paged_decode = self.fused_decode = None
 
     def forward(
         self, x: Tensor, cos: Tensor, sin: Tensor, k_cache: Tensor, v_cache: Tensor, batch: AttentionBatch
     ) -> Tensor:
         n, h, kvh, hd = x.shape[0], self.n_heads, self.n_kv_heads, self.head_dim
         qkv = self.wqkv(x)  # (N, (H + 2 KVH) * hd)
+        if self.fused_decode is not None and not batch.prefill_spans:  # a decode-only step: one call
+            tables, lens = batch.decode_tables, batch.decode_lens
+            slots = batch.slot_blocks, batch.slot_offsets
+            attended = self.fused_decode(qkv, cos, sin, k_cache, v_cache, *slots, tables, lens, h, hd**-0.5)
+            return self.wo(attended)  # type: ignore[no-any-return]
         qk = apply_rope(qkv[:, : (h + kvh) * hd].view(n, h + kvh, hd), cos, sin)  # q and k in one go
         q, k = qk[:, :h], qk[:, h:]  # (N, H, hd), (N, KVH, hd)
         v = qkv[:, (h + kvh) * hd :].view(n, kvh, hd)
@@ -279,6 +285,7 @@ class Llama(nn.Module):
         for module in self.modules():
             if isinstance(module, Attention):
                 module.paged_decode = native.paged_decode if native is not None else None
+                module.fused_decode = native.decode_attention if native is not None else None
             elif isinstance(module, RMSNorm):
                 module.native = native.rms_norm if native is not None else None
             elif isinstance(module, FeedForward):

@@ -8,7 +8,9 @@ Weights are quantized in groups of 32 along a row, ``w = scale * u + min`` with 
   weight). A GGUF file's Q4_1 and Q8_0 tensors come back exactly: their dequantized values
   quantize to the same integers, scales and mins.
 
-Rows are padded with zeros to a multiple of 64 weights, the kernel's step.
+Rows are padded with zeros to a multiple of 32 weights and the matrix to a multiple of 16 rows,
+then packed for ``quant.cpp``: each tile of 16 rows keeps a group's bytes together, one row per
+32-bit lane (see there).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 GROUP = 32
-CHUNK = 64
+TILE = 16
 FORMATS = {"int8": 8, "int4": 4}
 ISAS = ("portable", "avx2", "avx512_vnni")  # quant.cpp's paths, by their index there
 
@@ -29,9 +31,10 @@ ISAS = ("portable", "avx2", "avx512_vnni")  # quant.cpp's paths, by their index 
 @dataclass(frozen=True)
 class QuantizedWeight:
     bits: int
-    u: Tensor  # uint8 (N, Kp) for 8 bits; (N, Kp / 2) for 4, byte i of a group holding weights i and i + 16
-    scale: Tensor  # float16 (N, Kp / 32)
-    min: Tensor  # float16 (N, Kp / 32)
+    u: Tensor  # uint8 (N / 16, K / 32, 16 * 32 * bits / 8): tiles of 16 rows, by group
+    scale: Tensor  # float16 (N / 16, K / 32, 16)
+    min: Tensor  # float16 (N / 16, K / 32, 16)
+    out_features: int
     in_features: int
 
     @property
@@ -42,8 +45,8 @@ class QuantizedWeight:
 def quantize(w: Tensor, bits: int) -> QuantizedWeight:
     """``w`` (N, K) in ``bits`` (8 or 4) per weight, groups of 32 along K."""
     n, k = w.shape
-    padded = -(-k // CHUNK) * CHUNK
-    groups = F.pad(w.detach().float(), (0, padded - k)).view(n, padded // GROUP, GROUP)
+    groups = F.pad(w.detach().float(), (0, -k % GROUP, 0, -n % TILE))
+    groups = groups.view(groups.shape[0], -1, GROUP)  # (N16, G, 32)
     if bits == 8:
         scale = (groups.abs().amax(-1) / 127).half()
         q = _divide(groups, scale.float()[..., None]).round().clamp(-127, 127)
@@ -51,24 +54,44 @@ def quantize(w: Tensor, bits: int) -> QuantizedWeight:
     elif bits == 4:
         low, high = groups.amin(-1), groups.amax(-1)
         scale, minimum = ((high - low) / 15).half(), low.half()
-        q = _divide(groups - minimum.float()[..., None], scale.float()[..., None]).round().clamp(0, 15)
-        q = q.to(torch.uint8)
-        u = q[..., :16] | (q[..., 16:] << 4)  # (N, groups, 16)
+        u = _divide(groups - minimum.float()[..., None], scale.float()[..., None]).round().clamp(0, 15).to(torch.uint8)
     else:
         raise ValueError(f"bits must be 8 or 4, got {bits}")
-    return QuantizedWeight(bits, u.reshape(n, -1).contiguous(), scale.contiguous(), minimum.contiguous(), k)
+    return QuantizedWeight(bits, _pack(u, bits), _lanes(scale), _lanes(minimum), n, k)
 
 
 def dequantize(q: QuantizedWeight) -> Tensor:
     """The float32 weights ``q`` stands for, (N, K)."""
-    n = q.u.shape[0]
-    if q.bits == 8:
-        u = q.u.view(n, -1, GROUP)
-    else:
-        packed = q.u.view(n, -1, 16)
-        u = torch.cat([packed & 0x0F, packed >> 4], dim=-1)
-    w = u.float() * q.scale.float()[..., None] + q.min.float()[..., None]
-    return w.reshape(n, -1)[:, : q.in_features]
+    u = _unpack(q.u, q.bits).float()  # (N16, G, 32)
+    scale, minimum = (t.permute(0, 2, 1).reshape(-1, t.shape[1], 1).float() for t in (q.scale, q.min))
+    w = u * scale + minimum
+    return w.reshape(w.shape[0], -1)[: q.out_features, : q.in_features]
+
+
+def _pack(u: Tensor, bits: int) -> Tensor:
+    """(N16, G, 32) values -> (N16 / 16, G, 16 * 32 * bits / 8) bytes in quant.cpp's order."""
+    n16, g, _ = u.shape
+    if bits == 8:  # vector t, lane i: bytes 4t..4t+3 of row i
+        return u.view(n16 // TILE, TILE, g, 8, 4).permute(0, 2, 3, 1, 4).reshape(n16 // TILE, g, -1).contiguous()
+    # vector s, lane i: values 8s..8s+3 in the low nibbles, 8s+4..8s+7 in the high ones
+    halves = u.view(n16 // TILE, TILE, g, 4, 2, 4)
+    packed = halves[..., 0, :] | (halves[..., 1, :] << 4)  # (tiles, 16, G, 4, 4)
+    return packed.permute(0, 2, 3, 1, 4).reshape(n16 // TILE, g, -1).contiguous()
+
+
+def _unpack(packed: Tensor, bits: int) -> Tensor:
+    tiles, g, _ = packed.shape
+    if bits == 8:
+        return packed.view(tiles, g, 8, TILE, 4).permute(0, 3, 1, 2, 4).reshape(tiles * TILE, g, GROUP)
+    nibbles = packed.view(tiles, g, 4, TILE, 4)
+    values = torch.stack([nibbles & 0x0F, nibbles >> 4], dim=3)  # (tiles, G, 4, 2, 16, 4)
+    return values.permute(0, 4, 1, 2, 3, 5).reshape(tiles * TILE, g, GROUP)
+
+
+def _lanes(values: Tensor) -> Tensor:
+    """(N16, G) per-row values -> (N16 / 16, G, 16): a tile's group's 16 rows together."""
+    n16, g = values.shape
+    return values.view(n16 // TILE, TILE, g).permute(0, 2, 1).contiguous()
 
 
 def quantized_linear(x: Tensor, q: QuantizedWeight, isa: int) -> Tensor:
@@ -77,7 +100,7 @@ def quantized_linear(x: Tensor, q: QuantizedWeight, isa: int) -> Tensor:
 
     module = kernels.native()
     assert module is not None, "quantized weights need the native kernels"
-    out: Tensor = module.quant_linear(x, q.u, q.scale, q.min, q.bits, isa)
+    out: Tensor = module.quant_linear(x, q.u, q.scale, q.min, q.out_features, q.bits, isa)
     return out
 
 
