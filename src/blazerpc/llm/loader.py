@@ -78,7 +78,7 @@ def _fuse(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _rope(config: LlamaConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    from .model import rope_tables
+    from .rope import rope_tables
 
     return rope_tables(config.head_dim, config.max_seq_len, config.rope_base)
 
