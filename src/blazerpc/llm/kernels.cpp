@@ -94,6 +94,12 @@ inline __m512 load16(const at::BFloat16* src) {
 }
 #endif
 
+template <typename T>
+inline void prefetch(const T* p, int64_t n) {
+  const char* bytes = reinterpret_cast<const char*>(p);
+  for (int64_t at = 0; at < n * static_cast<int64_t>(sizeof(T)); at += 64) __builtin_prefetch(bytes + at);
+}
+
 struct Shape {
   int64_t num_seqs, n_heads, n_kv_heads, num_blocks, head_dim, block_size, table_width;
   float scale;
@@ -116,18 +122,30 @@ void paged(const float* q, const T* k_cache, const T* v_cache, const int64_t* ta
       const T* v_head = v_cache + head * s.num_blocks * block_elems;
       const float* q_group = q + (seq * s.n_heads + head * G) * D;
       for (int64_t i = 0; i < G * D; ++i) queries[i] = q_group[i] * s.scale;
+      if (item + 1 < end) {  // the next item's first key block, read while this item runs
+        const int64_t next_seq = (item + 1) / s.n_kv_heads, next_head = (item + 1) % s.n_kv_heads;
+        prefetch(k_cache + (next_head * s.num_blocks + tables[next_seq * s.table_width]) * block_elems, block_elems);
+      }
       scores.resize(G * stride);
       for (int64_t b = 0; b < blocks; ++b) {
         const T* k_block = k_head + table[b] * block_elems;  // (D, BS)
+        // blocks lie anywhere in the cache, beyond the hardware prefetcher's reach: ask for the
+        // next key block and this block's values while this block's scores are computed
+        if (b + 1 < blocks) prefetch(k_head + table[b + 1] * block_elems, block_elems);
+        prefetch(v_head + table[b] * block_elems, block_elems);
 #ifdef __AVX512F__
         if constexpr (G_ > 0 && BS_ == 16) {  // a block's 16 scores per query head: one register each
-          __m512 acc[G_ ? G_ : 1];
-          for (int r = 0; r < G_; ++r) acc[r] = _mm512_setzero_ps();
-          for (int64_t d = 0; d < D; ++d) {
-            const __m512 kd = load16(k_block + d * 16);
-            for (int r = 0; r < G_; ++r) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(queries[r * D + d]), kd, acc[r]);
+          __m512 acc[2][G_ ? G_ : 1];  // even and odd dimensions: twice the independent FMA chains
+          for (int r = 0; r < G_; ++r) acc[0][r] = acc[1][r] = _mm512_setzero_ps();
+          for (int64_t d = 0; d < D; d += 2) {
+            const __m512 k0 = load16(k_block + d * 16), k1 = load16(k_block + (d + 1) * 16);
+            for (int r = 0; r < G_; ++r) {
+              acc[0][r] = _mm512_fmadd_ps(_mm512_set1_ps(queries[r * D + d]), k0, acc[0][r]);
+              acc[1][r] = _mm512_fmadd_ps(_mm512_set1_ps(queries[r * D + d + 1]), k1, acc[1][r]);
+            }
           }
-          for (int r = 0; r < G_; ++r) _mm512_storeu_ps(scores.data() + r * stride + b * 16, acc[r]);
+          for (int r = 0; r < G_; ++r)
+            _mm512_storeu_ps(scores.data() + r * stride + b * 16, _mm512_add_ps(acc[0][r], acc[1][r]));
           continue;
         }
 #endif
@@ -294,24 +312,28 @@ torch::Tensor decode_attention(torch::Tensor qkv, torch::Tensor cos, torch::Tens
   float* qp = q.data_ptr<float>();
   auto write = [&](auto* k_out, auto* v_out) {
     using T = std::remove_pointer_t<decltype(k_out)>;
-    for (int64_t b = 0; b < B; ++b) {
-      const float* row = in + b * (H + 2 * KVH) * D;
-      for (int64_t h = 0; h < H + KVH; ++h) {  // q heads, then k heads: rotated
-        const float* x = row + h * D;
-        for (int64_t i = 0; i < D; ++i) {
-          const float rotated = x[i] * c[b * D + i] + x[(i + D / 2) % D] * sn[b * D + i];
-          if (h < H)
-            qp[(b * H + h) * D + i] = rotated;
-          else  // keys transposed per block: (D, BS)
-            k_out[(((h - H) * NB + blocks[b]) * D + i) * BS + offsets[b]] = static_cast<T>(rotated);
+    const int64_t half = D / 2;
+    at::parallel_for(0, B, 8, [&](int64_t first, int64_t last) {
+      std::vector<float> rotated(D);
+      for (int64_t b = first; b < last; ++b) {
+        const float* row = in + b * (H + 2 * KVH) * D;
+        const float *cb = c + b * D, *sb = sn + b * D;
+        for (int64_t h = 0; h < H + KVH; ++h) {  // q heads, then k heads: rotated
+          const float* x = row + h * D;
+          float* r = h < H ? qp + (b * H + h) * D : rotated.data();
+          for (int64_t i = 0; i < half; ++i) r[i] = x[i] * cb[i] + x[i + half] * sb[i];
+          for (int64_t i = half; i < D; ++i) r[i] = x[i] * cb[i] + x[i - half] * sb[i];
+          if (h < H) continue;
+          T* k = k_out + ((h - H) * NB + blocks[b]) * D * BS + offsets[b];  // keys transposed per block: (D, BS)
+          for (int64_t i = 0; i < D; ++i) k[i * BS] = static_cast<T>(r[i]);
+        }
+        for (int64_t h = 0; h < KVH; ++h) {  // values as they are: (BS, D)
+          const float* x = row + (H + KVH + h) * D;
+          T* v = v_out + (((h * NB + blocks[b]) * BS) + offsets[b]) * D;
+          for (int64_t i = 0; i < D; ++i) v[i] = static_cast<T>(x[i]);
         }
       }
-      for (int64_t h = 0; h < KVH; ++h) {  // values as they are: (BS, D)
-        const float* x = row + (H + KVH + h) * D;
-        T* v = v_out + (((h * NB + blocks[b]) * BS) + offsets[b]) * D;
-        for (int64_t i = 0; i < D; ++i) v[i] = static_cast<T>(x[i]);
-      }
-    }
+    });
   };
   if (k_cache.dtype() == torch::kBFloat16)
     write(k_cache.data_ptr<at::BFloat16>(), v_cache.data_ptr<at::BFloat16>());

@@ -50,20 +50,25 @@ def sample_rows(
 ) -> list[int]:
     """One token id per row of ``logits`` (B, vocab), each row under its own params and generator.
 
-    Greedy rows take the argmax. The others invert their cumulative distribution at one
-    uniform number drawn from the row's own generator (so a seeded row gets the same tokens
-    in any batch); everything but that draw is computed for all rows at once.
+    Greedy rows (temperature 0) take the argmax and nothing more: softmax and cumulative sums
+    over a 49k vocabulary cost ~2 ms a step at 32 rows. The others invert their cumulative
+    distribution at one uniform number drawn from the row's own generator (so a seeded row gets
+    the same tokens in any batch); everything but that draw is computed for those rows at once.
     """
-    temperatures = torch.tensor([p.temperature for p in params], dtype=logits.dtype)
-    scaled = logits / temperatures.clamp(min=1e-6).unsqueeze(1)
-    for row, p in enumerate(params):
-        if p.temperature > 0 and (p.top_k or p.top_p < 1):
-            scaled[row] = top_p_filter(top_k_filter(scaled[row], p.top_k), p.top_p)
-    cdf = torch.softmax(scaled, dim=-1).cumsum_(dim=-1)
-    uniform = 1 - torch.cat([torch.rand(1, generator=generator) for generator in generators])  # in (0, 1]
-    # the first token whose cumulative probability reaches u: never one of probability 0, as u > 0
-    drawn = torch.searchsorted(cdf, (uniform * cdf[:, -1]).unsqueeze(1)).squeeze(1).clamp(max=cdf.shape[1] - 1)
-    chosen = torch.where(temperatures == 0, logits.argmax(dim=-1), drawn)
+    chosen = logits.argmax(dim=-1)
+    drawn = [row for row, p in enumerate(params) if p.temperature > 0]
+    if drawn:
+        at = torch.tensor(drawn)
+        temperatures = torch.tensor([params[row].temperature for row in drawn], dtype=logits.dtype)
+        scaled = logits.index_select(0, at) / temperatures.unsqueeze(1)
+        for i, row in enumerate(drawn):
+            if params[row].top_k or params[row].top_p < 1:
+                scaled[i] = top_p_filter(top_k_filter(scaled[i], params[row].top_k), params[row].top_p)
+        cdf = torch.softmax(scaled, dim=-1).cumsum_(dim=-1)
+        uniform = 1 - torch.cat([torch.rand(1, generator=generators[row]) for row in drawn])  # in (0, 1]
+        # the first token whose cumulative probability reaches u: never one of probability 0, as u > 0
+        picked = torch.searchsorted(cdf, (uniform * cdf[:, -1]).unsqueeze(1)).squeeze(1)
+        chosen[at] = picked.clamp(max=cdf.shape[1] - 1)
     return [int(t) for t in chosen.tolist()]
 
 
