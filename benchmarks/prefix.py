@@ -13,7 +13,7 @@ time and interleaved by ``--rounds``:
    latency of the 8 before it arrives and while it is prefilled (until its first token).
 
     python benchmarks/prefix.py [--rounds 1] [--requests 3] [--workloads shared,chat,long]
-        [--no-vllm] [--ours-flags "--max-prefill-tokens 256"]
+        [--no-vllm] [--ours-flags "--max-num-batched-tokens 128"]
 
 The peers come from ``../shared/peers`` (``setup.sh`` once; ``PEERS_DIR``, default /tmp/peers).
 """

@@ -185,14 +185,16 @@ def llm(
     ] = "auto",
     max_num_seqs: Annotated[int, typer.Option(min=1, help="Sequences decoded together.")] = 32,
     max_waiting: Annotated[int, typer.Option(min=1, help="Queued requests before 429.")] = 256,
-    max_prefill_tokens: Annotated[
+    max_num_batched_tokens: Annotated[
         int,
         typer.Option(
             min=1,
-            help="Prompt tokens computed per step; a longer prompt is prefilled in chunks over several steps "
-            "while running streams keep decoding.",
+            help="Tokens computed per step: one per decoding stream, prompt chunks in the rest (at least "
+            "--max-num-seqs). A longer prompt is prefilled in chunks over several steps while running streams "
+            "keep decoding; smaller bounds their inter-token latency tighter, larger gives prompts their first "
+            "token sooner.",
         ),
-    ] = 512,
+    ] = 256,
     prefix_caching: Annotated[
         bool, typer.Option(help="Reuse the KV cache of prompt prefixes seen before (system prompts, earlier turns).")
     ] = True,
@@ -239,7 +241,7 @@ def llm(
         config = EngineConfig(
             max_num_seqs=max_num_seqs,
             max_waiting=max_waiting,
-            max_prefill_tokens=max_prefill_tokens,
+            max_num_batched_tokens=max_num_batched_tokens,
             prefix_caching=prefix_caching,
             max_model_len=max_model_len,
             kv_cache_mb=kv_cache_mb,

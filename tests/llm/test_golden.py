@@ -65,7 +65,7 @@ def test_real_model_greedy_is_the_same_with_the_prefix_cache_and_prompts_in_chun
     questions = [" Which bike suits a 10 km commute?", " Do you repair brakes?", " What does a chain cost?"]
     first = system + smollm.tokenizer.encode(questions[0])
     cold = LLMEngine(smollm, EngineConfig(kv_cache_mb=64, max_model_len=512, prefix_caching=False))
-    warm = LLMEngine(smollm, EngineConfig(kv_cache_mb=64, max_model_len=512, max_prefill_tokens=48))
+    warm = LLMEngine(smollm, EngineConfig(kv_cache_mb=64, max_model_len=512, max_num_batched_tokens=48))
     answer = [e.token_id for e in cold.generate(first, params)]
     prompts = [first, *(system + smollm.tokenizer.encode(q) for q in questions[1:])]
     prompts.append(first + answer + smollm.tokenizer.encode(" And for 20 km?"))

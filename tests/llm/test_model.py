@@ -67,20 +67,57 @@ def test_a_prompt_prefilled_in_chunks_over_its_cached_prefix_matches_one_prefill
     torch.testing.assert_close(rows[-1][0], full_logits(tiny.model, ids)[-1], atol=1e-4, rtol=1e-4)
 
 
+def use_torch_attention(model: Llama) -> None:
+    """Attention in torch operators only, as where the native kernels cannot be built."""
+    model.paged_prefill_context = 0
+    for attention in (m for m in model.modules() if isinstance(m, Attention)):
+        attention.paged_decode = attention.fused_decode = None
+
+
 @pytest.mark.parametrize("native_attention", [True, False], ids=["kernel", "torch-ops"])
 def test_paged_decode_steps_match_a_full_recompute(tiny: LoadedModel, native_attention: bool) -> None:
-    attentions = [m for m in tiny.model.modules() if isinstance(m, Attention)]
-    if native_attention and attentions[0].paged_decode is None:
+    if native_attention and tiny.model.paged_prefill_context == 0:
         pytest.skip("the native kernels could not be built here")
     if not native_attention:
-        for attention in attentions:
-            attention.paged_decode = None
+        use_torch_attention(tiny.model)
     prompts = [tiny.tokenizer.encode(text) for text in ["A short one", "A somewhat longer prompt about the sea"]]
     decoded = decode_logits(tiny, prompts, steps=9)
     for ids, steps in zip(prompts, decoded, strict=True):
         generated = [int(row.argmax()) for row in steps[:-1]]
         reference = full_logits(tiny.model, ids + generated)[len(ids) - 1 :]
         torch.testing.assert_close(torch.stack(steps), reference, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("native_attention", [True, False], ids=["kernel", "torch-ops"])
+def test_a_step_of_decode_rows_short_chunks_and_long_chunks_matches_full_recomputes(
+    tiny: LoadedModel, native_attention: bool
+) -> None:
+    if native_attention and tiny.model.paged_prefill_context == 0:
+        pytest.skip("the native kernels could not be built here")
+    if native_attention:
+        tiny.model.paged_prefill_context = 12  # chunks ending past token 12 go to torch's attention
+    else:
+        use_torch_attention(tiny.model)
+    limit = tiny.model.paged_prefill_context
+    texts = ["A decoding sequence", "Short one", "A prompt whose only chunk ends well past the paged limit, it is long",
+             "Cached head, then a tail", "Cached head, then a tail that runs on past the limit"]  # fmt: skip
+    prompts = [tiny.tokenizer.encode(text) for text in texts]
+    assert len(prompts[1]) <= 12 < len(prompts[2]) and 6 < len(prompts[3]) <= 12 < len(prompts[4])
+    blocks = BlockManager(num_blocks=64, block_size=4)
+    runner = ModelRunner(tiny.model, blocks)
+    seqs = [Sequence(list(ids), SamplingParams()) for ids in prompts]
+    for seq in seqs:
+        blocks.allocate(seq)
+    runner.run(Step(prefill=[Chunk(seqs[0], 0, len(prompts[0])), Chunk(seqs[3], 0, 6), Chunk(seqs[4], 0, 6)]))
+    seqs[0].output_ids.append(7)
+    blocks.append(seqs[0])
+    chunks = [Chunk(seqs[2], 0, len(prompts[2])), Chunk(seqs[1], 0, len(prompts[1]))]  # a span first, then paged
+    chunks += [Chunk(seq, 6, len(ids) - 6) for seq, ids in zip(seqs[3:], prompts[3:], strict=True)]
+    rows = runner.run(Step(decode=[seqs[0]], prefill=chunks))
+    expected = [[*prompts[0], 7], prompts[2], prompts[1], prompts[3], prompts[4]]  # as step.sampled orders them
+    assert len(rows) == len(expected) and limit in (0, 12)
+    for row, ids in zip(rows, expected, strict=True):
+        torch.testing.assert_close(row, full_logits(tiny.model, ids)[-1], atol=1e-4, rtol=1e-4)
 
 
 def test_bfloat16_weights_stay_close_to_float32(tiny_dir: Path) -> None:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import pytest
+
 from blazerpc.llm.block_manager import BlockManager
 from blazerpc.llm.sampling import SamplingParams
 from blazerpc.llm.scheduler import Chunk, Scheduler, SchedulerConfig, Step
@@ -38,7 +40,7 @@ def test_newcomers_prefill_while_running_sequences_decode() -> None:
 
 
 def test_max_num_seqs_limits_admission_and_the_budget_cuts_prompts_into_chunks() -> None:
-    sched = Scheduler(SchedulerConfig(max_num_seqs=2, max_prefill_tokens=10), BlockManager(64, 4))
+    sched = Scheduler(SchedulerConfig(max_num_seqs=2, max_num_batched_tokens=10), BlockManager(64, 4))
     seqs = [seq(6, first=10 * i) for i in range(3)]
     for s in seqs:
         sched.add(s)
@@ -51,8 +53,32 @@ def test_max_num_seqs_limits_admission_and_the_budget_cuts_prompts_into_chunks()
     assert list(sched.waiting) == [seqs[2]]  # max_num_seqs reached
 
 
+def test_decoding_sequences_take_one_token_each_of_the_budget_and_prompts_the_rest() -> None:
+    sched = Scheduler(SchedulerConfig(max_num_seqs=8, max_num_batched_tokens=10), BlockManager(64, 4))
+    running = [seq(2, first=10 * i) for i in range(3)]
+    for s in running:
+        sched.add(s)
+    run_step(sched, sched.schedule())  # 6 prompt tokens: all three prefilled
+    long = seq(20, first=100)
+    sched.add(long)
+    step = sched.schedule()
+    assert step.decode == running and step.prefill == [Chunk(long, 0, 7)]  # 10 - 3 decode tokens
+    run_step(sched, step)
+    sched.finish(running[0])
+    step = sched.schedule()
+    assert step.decode == running[1:] and step.prefill == [Chunk(long, 7, 8)]
+    assert len(step.decode) + sum(c.length for c in step.prefill) == 10
+
+
+def test_the_budget_must_cover_a_step_where_every_sequence_decodes() -> None:
+    with pytest.raises(ValueError, match=r"max_num_batched_tokens \(16\) must be >= max_num_seqs \(32\)"):
+        SchedulerConfig(max_num_seqs=32, max_num_batched_tokens=16)
+    with pytest.raises(ValueError, match="max_num_batched_tokens must be >= 1"):
+        SchedulerConfig(max_num_seqs=1, max_num_batched_tokens=0)
+
+
 def test_a_long_prompt_is_prefilled_in_chunks_while_running_sequences_keep_decoding() -> None:
-    sched = Scheduler(SchedulerConfig(max_prefill_tokens=8), BlockManager(64, 4))
+    sched = Scheduler(SchedulerConfig(max_num_seqs=4, max_num_batched_tokens=9), BlockManager(64, 4))
     short = seq(3)
     sched.add(short)
     run_step(sched, sched.schedule())

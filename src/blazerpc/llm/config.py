@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .scheduler import SchedulerConfig
+
 DTYPES = ("float32", "bfloat16")
 WEIGHTS = ("full", "int8", "int4")  # "full": the matrices in dtype, not quantized
 
@@ -12,7 +14,7 @@ WEIGHTS = ("full", "int8", "int4")  # "full": the matrices in dtype, not quantiz
 class EngineConfig:
     max_num_seqs: int = 32
     max_waiting: int = 256  # requests queued beyond max_num_seqs before 429 (the client's admission)
-    max_prefill_tokens: int = 512  # prompt tokens per step; a longer prompt is prefilled in chunks
+    max_num_batched_tokens: int = 256  # tokens per step (one per decoding sequence, prompt chunks in the rest)
     prefix_caching: bool = True  # reuse the KV blocks of prompt prefixes seen before
     max_model_len: int = 2048
     kv_cache_mb: int = 1024
@@ -27,13 +29,19 @@ class EngineConfig:
             raise ValueError(f"dtype must be auto, {', '.join(DTYPES)}; got {self.dtype!r}")
         if self.weights != "auto" and self.weights not in WEIGHTS:
             raise ValueError(f"weights must be auto, {', '.join(WEIGHTS)}; got {self.weights!r}")
-        for name in ("max_num_seqs", "max_waiting", "max_prefill_tokens", "kv_cache_mb", "block_size"):
+        for name in ("max_waiting", "kv_cache_mb", "block_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self.scheduler  # noqa: B018  (raises on a bad max_num_seqs or max_num_batched_tokens)
         if self.max_model_len < 2:
             raise ValueError(f"max_model_len must be >= 2, got {self.max_model_len}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1 (or None for torch's default), got {self.threads}")
+
+    @property
+    def scheduler(self) -> SchedulerConfig:
+        """The scheduler's part (it checks its own fields: built once in ``__post_init__``)."""
+        return SchedulerConfig(max_num_seqs=self.max_num_seqs, max_num_batched_tokens=self.max_num_batched_tokens)
 
     @property
     def capacity(self) -> int:

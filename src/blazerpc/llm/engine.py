@@ -16,7 +16,7 @@ from .params import SamplingParams
 from .protocol import EngineStats, TokenEvent
 from .runner import ModelRunner
 from .sampling import StopChecker, make_generator, sample_rows
-from .scheduler import Scheduler, SchedulerConfig
+from .scheduler import Scheduler
 from .sequence import Sequence
 from .tokenizer import StreamDecoder
 
@@ -45,10 +45,7 @@ class LLMEngine:
         self.blocks = BlockManager(
             self.config.num_blocks(bytes_per_token), self.config.block_size, prefix_caching=self.config.prefix_caching
         )
-        self.scheduler = Scheduler(
-            SchedulerConfig(max_num_seqs=self.config.max_num_seqs, max_prefill_tokens=self.config.max_prefill_tokens),
-            self.blocks,
-        )
+        self.scheduler = Scheduler(self.config.scheduler, self.blocks)
         self.runner = ModelRunner(self.model, self.blocks, str(next(self.model.parameters()).device))
         self.seqs: dict[int, Sequence] = {}
         self.states: dict[int, _Decoding] = {}

@@ -62,19 +62,23 @@ class PrefillSpan:
 
 @dataclass
 class AttentionBatch:
-    """Where a step's tokens sit: decode tokens first (one per sequence), then prefill chunks.
+    """Where a step's tokens sit: rows attended in place first, then prefill chunks.
 
+    The first ``num_paged`` rows each attend straight from the paged cache, as one query: every
+    decode token, and on CPU the rows of short prompt chunks (each row is then one query over
+    its sequence's first ``position + 1`` tokens; see ``Llama.paged_prefill_context``).
     ``slot_blocks``, ``slot_offsets`` (N,): the cache block of each new token, and its place in it.
-    ``decode_tables`` (Bd, W): each decoding sequence's cache blocks, padded with block 0.
-    ``decode_lens`` (Bd,): how many tokens each decoding sequence attends to (its new one included).
+    ``paged_tables`` (P, W): each paged row's sequence's cache blocks, padded with block 0.
+    ``paged_lens`` (P,): how many tokens each paged row attends to (its own included).
+    ``prefill_spans``: the other chunks, attended with torch's attention over their rows.
     """
 
     slot_blocks: Tensor
     slot_offsets: Tensor
     positions: Tensor
-    num_decode: int
-    decode_tables: Tensor | None
-    decode_lens: Tensor | None
+    num_paged: int
+    paged_tables: Tensor | None
+    paged_lens: Tensor | None
     prefill_spans: list[PrefillSpan]
 
 
@@ -135,30 +139,35 @@ class Attention(nn.Module):
     def forward(
         self, x: Tensor, cos: Tensor, sin: Tensor, k_cache: Tensor, v_cache: Tensor, batch: AttentionBatch
     ) -> Tensor:
-        n, h, kvh, hd = x.shape[0], self.n_heads, self.n_kv_heads, self.head_dim
+        n, h, kvh, hd, p = x.shape[0], self.n_heads, self.n_kv_heads, self.head_dim, batch.num_paged
         qkv = self.wqkv(x)  # (N, (H + 2 KVH) * hd)
-        if self.fused_decode is not None and not batch.prefill_spans:  # a decode-only step: one call
-            tables, lens = batch.decode_tables, batch.decode_lens
-            slots = batch.slot_blocks, batch.slot_offsets
-            attended = self.fused_decode(qkv, cos, sin, k_cache, v_cache, *slots, tables, lens, h, hd**-0.5)
-            return self.wo(attended)  # type: ignore[no-any-return]
-        qk = apply_rope(qkv[:, : (h + kvh) * hd].view(n, h + kvh, hd), cos, sin)  # q and k in one go
-        q, k = qk[:, :h], qk[:, h:]  # (N, H, hd), (N, KVH, hd)
-        v = qkv[:, (h + kvh) * hd :].view(n, kvh, hd)
-        blocks, offsets = batch.slot_blocks, batch.slot_offsets
-        k_cache[:, blocks, :, offsets] = k.to(k_cache.dtype)  # indexed shape: (N, KVH, hd)
-        v_cache[:, blocks, offsets] = v.transpose(0, 1).to(v_cache.dtype)  # (KVH, N, hd)
+        paged = None
+        if self.fused_decode is not None and p:  # the paged rows in one native call
+            slots = batch.slot_blocks[:p], batch.slot_offsets[:p]
+            tables, lens = batch.paged_tables, batch.paged_lens
+            paged = self.fused_decode(qkv[:p], cos[:p], sin[:p], k_cache, v_cache, *slots, tables, lens, h, hd**-0.5)
+            if p == n:
+                return self.wo(paged)  # type: ignore[no-any-return]
+        first = p if paged is not None else 0  # rows still to rotate and write to the cache
+        qk = apply_rope(qkv[first:, : (h + kvh) * hd].view(n - first, h + kvh, hd), cos[first:], sin[first:])
+        q, k = qk[:, :h], qk[:, h:]  # (N - first, H, hd), (N - first, KVH, hd)
+        v = qkv[first:, (h + kvh) * hd :].view(n - first, kvh, hd)
+        blocks, offsets = batch.slot_blocks[first:], batch.slot_offsets[first:]
+        k_cache[:, blocks, :, offsets] = k.to(k_cache.dtype)  # indexed shape: (N - first, KVH, hd)
+        v_cache[:, blocks, offsets] = v.transpose(0, 1).to(v_cache.dtype)  # (KVH, N - first, hd)
 
-        out = torch.empty_like(q)
-        d = batch.num_decode
-        if d:
-            assert batch.decode_tables is not None and batch.decode_lens is not None
+        out = x.new_empty(n, h, hd)
+        if paged is not None:
+            out[:p] = paged.view(p, h, hd)
+        elif p:
+            assert batch.paged_tables is not None and batch.paged_lens is not None
+            tables, lens = batch.paged_tables, batch.paged_lens
             if self.paged_decode is not None:
-                out[:d] = self.paged_decode(q[:d], k_cache, v_cache, batch.decode_tables, batch.decode_lens, hd**-0.5)
+                out[:p] = self.paged_decode(q[:p], k_cache, v_cache, tables, lens, hd**-0.5)
             else:
-                out[:d] = self.decode_attention(q[:d], k_cache, v_cache, batch.decode_tables, batch.decode_lens)
+                out[:p] = self.decode_attention(q[:p], k_cache, v_cache, tables, lens)
         for chunk in batch.prefill_spans:
-            span = slice(chunk.start, chunk.start + chunk.length)
+            span = slice(chunk.start - first, chunk.start - first + chunk.length)  # rows of q, k, v
             # 4-D (1, heads, L, hd): torch's CPU flash kernel takes only that; 3-D went to the math
             # path, 2x slower causal and 4x with a mask (1,800 keys), which materialises the scores.
             qs = q[span].transpose(0, 1).unsqueeze(0)  # (1, H, L, hd)
@@ -171,7 +180,7 @@ class Attention(nn.Module):
                 ks, vs = self.cached_context(k_cache, v_cache, chunk.table, chunk.cached + chunk.length)
                 ks, vs = ks.to(qs.dtype)[None], vs.to(qs.dtype)[None]  # (1, KVH, cached + L, hd)
                 attended = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=chunk.mask, enable_gqa=True)
-            out[span] = attended[0].transpose(0, 1)
+            out[chunk.start : chunk.start + chunk.length] = attended[0].transpose(0, 1)
         projected: Tensor = self.wo(out.view(n, h * hd))
         return projected
 
@@ -241,8 +250,14 @@ class Block(nn.Module):
 
 
 class Llama(nn.Module):
+    # Prompt chunks that end within this many tokens attend row by row from the paged cache, in
+    # the decode rows' native call (see AttentionBatch): for short prompts that costs less than
+    # torch's RoPE, cache writes and flash attention; longer ones go to torch's flash kernel.
+    PAGED_PREFILL_CONTEXT = 256
+
     rope_cos: Tensor
     rope_sin: Tensor
+    paged_prefill_context: int  # PAGED_PREFILL_CONTEXT where the native kernels run, else 0
 
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
@@ -256,6 +271,7 @@ class Llama(nn.Module):
         cos, sin = rope_tables(config.head_dim, config.max_seq_len, config.rope_base)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
+        self.paged_prefill_context = 0
 
     @property
     def weight_dtype(self) -> torch.dtype:
@@ -283,6 +299,7 @@ class Llama(nn.Module):
             if isinstance(module, Linear):
                 module.prepare_decode()
         native = kernels.native() if self.tok_embeddings.weight.device.type == "cpu" else None
+        self.paged_prefill_context = self.PAGED_PREFILL_CONTEXT if native is not None else 0
         for module in self.modules():
             if isinstance(module, Attention):
                 module.paged_decode = native.paged_decode if native is not None else None

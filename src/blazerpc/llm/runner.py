@@ -19,52 +19,47 @@ class ModelRunner:
         self.device = device
         self.cache = KVCache(model.config, blocks.num_blocks, blocks.block_size, device, model.weight_dtype)
 
-    def slots(self, seq: Sequence, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        """Cache blocks and offsets in them of positions ``start..stop-1`` of ``seq``."""
-        bs = self.blocks.block_size
-        positions = np.arange(start, stop)
-        table = np.asarray(seq.block_table, dtype=np.int64)
-        return table[positions // bs], positions % bs
-
     @torch.inference_mode()
     def run(self, step: Step) -> Tensor:
-        """Next-token logits ``(len(step.sampled), vocab)``; marks every computed token cached."""
-        tokens: list[int] = []
-        positions: list[np.ndarray] = []
-        slots: list[tuple[np.ndarray, np.ndarray]] = []
-        for seq in step.decode:  # the newest token of each, at position num_tokens - 1
-            n = seq.num_tokens
-            tokens.append(seq.last_id)
-            positions.append(np.array([n - 1]))
-            slots.append(self.slots(seq, n - 1, n))
-        spans = []
-        for chunk in step.prefill:
-            end = chunk.start + chunk.length
-            spans.append(self._span(len(tokens), chunk))
-            tokens.extend(chunk.seq.all_ids[chunk.start : end])
-            positions.append(np.arange(chunk.start, end))
-            slots.append(self.slots(chunk.seq, chunk.start, end))
-        tables = lens = None
-        if step.decode:
-            width = max(len(seq.block_table) for seq in step.decode)
-            table = np.zeros((len(step.decode), width), dtype=np.int64)  # padding: block 0, never read
-            for row, seq in enumerate(step.decode):
-                table[row, : len(seq.block_table)] = seq.block_table
-            tables = self._tensor(table)
-            lens = self._tensor(np.array([seq.num_tokens for seq in step.decode], dtype=np.int64))
+        """Next-token logits ``(len(step.sampled), vocab)``; marks every computed token cached.
+
+        Rows go in the order ``AttentionBatch`` wants: decode tokens, then the chunks short
+        enough to attend row by row from the paged cache, then the others.
+        """
+        limit = self.model.paged_prefill_context
+        paged_chunks = [c for c in step.prefill if c.start + c.length <= limit]
+        span_chunks = [c for c in step.prefill if c.start + c.length > limit]
+        tokens: list[int] = [seq.last_id for seq in step.decode]
+        positions = [np.array([seq.num_tokens - 1]) for seq in step.decode]  # each one's newest token
+        for chunk in paged_chunks + span_chunks:
+            tokens.extend(chunk.seq.all_ids[chunk.start : chunk.start + chunk.length])
+            positions.append(np.arange(chunk.start, chunk.start + chunk.length))
+        owners = list(step.decode) + [c.seq for c in paged_chunks + span_chunks]
+        position = np.concatenate(positions)
+        row_owner = np.repeat(np.arange(len(owners)), [len(p) for p in positions])
+        tables = self._block_tables(owners)  # (sequences, width), padded with block 0
+        block_size = self.blocks.block_size
+        slot_blocks = tables[row_owner, position // block_size]
+        num_paged = len(step.decode) + sum(c.length for c in paged_chunks)
+        spans, row = [], num_paged
+        for chunk in span_chunks:
+            spans.append(self._span(row, chunk))
+            row += chunk.length
         batch = AttentionBatch(
-            slot_blocks=self._tensor(np.concatenate([blocks for blocks, _ in slots])),
-            slot_offsets=self._tensor(np.concatenate([offsets for _, offsets in slots])),
-            positions=self._tensor(np.concatenate(positions)),
-            num_decode=len(step.decode),
-            decode_tables=tables,
-            decode_lens=lens,
+            slot_blocks=self._tensor(slot_blocks),
+            slot_offsets=self._tensor(position % block_size),
+            positions=self._tensor(position),
+            num_paged=num_paged,
+            paged_tables=self._tensor(tables[row_owner[:num_paged]]) if num_paged else None,
+            paged_lens=self._tensor(position[:num_paged] + 1) if num_paged else None,
             prefill_spans=spans,
         )
-        logits_at = list(range(len(step.decode)))
-        for span, chunk in zip(spans, step.prefill, strict=True):
-            if chunk.completes:
-                logits_at.append(span.start + span.length - 1)
+        last_row = {}  # each chunk's last row: where its logits are
+        row = len(step.decode)
+        for chunk in paged_chunks + span_chunks:
+            row += chunk.length
+            last_row[id(chunk)] = row - 1
+        logits_at = list(range(len(step.decode))) + [last_row[id(c)] for c in step.prefill if c.completes]
         logits: Tensor = self.model(
             self._tensor(np.asarray(tokens)), batch, self.cache, self._tensor(np.asarray(logits_at, dtype=np.int64))
         )
@@ -73,6 +68,15 @@ class ModelRunner:
         for chunk in step.prefill:
             chunk.seq.num_cached = chunk.start + chunk.length
         return logits.float().cpu()
+
+    @staticmethod
+    def _block_tables(seqs: list[Sequence]) -> np.ndarray:
+        """The sequences' block tables as rows of one matrix, padded with block 0 (never read)."""
+        width = max((len(seq.block_table) for seq in seqs), default=0)
+        tables = np.zeros((len(seqs), max(width, 1)), dtype=np.int64)
+        for i, seq in enumerate(seqs):
+            tables[i, : len(seq.block_table)] = seq.block_table
+        return tables
 
     def _span(self, start: int, chunk: Chunk) -> PrefillSpan:
         """Where ``chunk`` sits in the flat batch, and what of the cache it attends to."""

@@ -1,4 +1,4 @@
-"""Which sequences run in the next step: every running one decodes, prompts prefill in chunks."""
+"""Which sequences run in the next step: every running one decodes, prompts prefill in chunks within a token budget."""
 
 from __future__ import annotations
 
@@ -12,12 +12,17 @@ from .sequence import SeqState, Sequence
 @dataclass(frozen=True)
 class SchedulerConfig:
     max_num_seqs: int = 32
-    max_prefill_tokens: int = 512  # prompt tokens per step; longer prompts are prefilled in chunks
+    max_num_batched_tokens: int = 256  # tokens per step: one per decoding sequence, prompt chunks in the rest
 
     def __post_init__(self) -> None:
-        for name in ("max_num_seqs", "max_prefill_tokens"):
+        for name in ("max_num_seqs", "max_num_batched_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_num_batched_tokens < self.max_num_seqs:
+            raise ValueError(
+                f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be >= max_num_seqs "
+                f"({self.max_num_seqs}): every running sequence decodes in every step"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,12 +54,14 @@ class Step:
 
 
 class Scheduler:
-    """FIFO admission under ``max_num_seqs``, the per-step prefill budget and the KV-cache budget.
+    """FIFO admission under ``max_num_seqs``, the per-step token budget and the KV-cache budget.
 
-    Each step, every running sequence with one token left to compute decodes it; sequences with
-    more (a prompt partly prefilled) take the prefill budget oldest first, then waiting ones are
-    admitted with what is left, so a long prompt runs in chunks between decode steps instead of
-    stalling them. When the cache is full, the newest running sequence is preempted: its blocks
+    Each step, every running sequence with one token left to compute decodes it, and takes one
+    token of the budget (``max_num_batched_tokens``, as vLLM's). What is left goes to prompts:
+    sequences partly prefilled first, oldest first, then waiting ones as they are admitted. A
+    long prompt thus runs in chunks between decode steps instead of stalling them, and a step
+    never grows past the budget: the running streams' inter-token latency stays bounded while
+    prompts arrive. When the cache is full, the newest running sequence is preempted: its blocks
     are released and it waits at the front of the queue to be prefilled again (recomputation;
     its published blocks make that cheap while they stay cached).
     """
@@ -76,15 +83,10 @@ class Scheduler:
     def schedule(self) -> Step:
         """The next step, with cache blocks reserved for every token in it."""
         step = Step()
-        budget = self.config.max_prefill_tokens
         i = 0
-        while i < len(self.running):
+        while i < len(self.running):  # decode first: every running sequence with one token left
             seq = self.running[i]
-            left = seq.num_tokens - seq.num_cached
-            if left > 1:  # a prompt in chunks: its blocks are already held
-                if budget:
-                    step.prefill.append(Chunk(seq, seq.num_cached, min(left, budget)))
-                    budget -= step.prefill[-1].length
+            if seq.num_tokens - seq.num_cached > 1:  # a prompt in chunks: its blocks are already held
                 i += 1
             elif self.blocks.can_append(seq):
                 self.blocks.append(seq)
@@ -95,7 +97,13 @@ class Scheduler:
                 self._preempt(victim)  # the newest: not in this step yet
                 if victim is seq:
                     break
-        while self.waiting and budget and len(self.running) < self.config.max_num_seqs:
+        budget = self.config.max_num_batched_tokens - len(step.decode)
+        for seq in self.running:
+            left = seq.num_tokens - seq.num_cached
+            if left > 1 and budget > 0:
+                step.prefill.append(Chunk(seq, seq.num_cached, min(left, budget)))
+                budget -= step.prefill[-1].length
+        while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
             seq = self.waiting[0]
             if not self.blocks.allocate(seq):
                 break
