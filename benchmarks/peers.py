@@ -11,6 +11,7 @@ arrival times of the streamed chunks. Prints the table and the ratios ours / pee
 The peers come from ``../shared/peers`` (``setup.sh`` once; ``PEERS_DIR``, default /tmp/peers):
 
     python benchmarks/peers.py [--levels 1,8,32] [--requests 3] [--peers llama,vllm] [--rounds 1]
+        [--ours-flags "--max-num-batched-tokens 128"]
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import argparse
 import asyncio
 import itertools
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -89,8 +91,8 @@ def vllm() -> Server:
     return Server("vLLM CPU", lambda port: ["bash", str(PEERS / "start-vllm.sh"), str(port)], "/health", {})
 
 
-def servers(peers: list[str]) -> list[Server]:
-    found = [blazerpc()]
+def servers(peers: list[str], ours_flags: list[str]) -> list[Server]:
+    found = [blazerpc("blazerpc", *ours_flags)]
     if "llama" in peers:
         found.append(
             Server(
@@ -143,9 +145,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3, help="requests per client")
     parser.add_argument("--peers", default="llama,vllm")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--ours-flags", default="", help="more flags for blaze llm")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
-    all_servers = servers([p for p in args.peers.split(",") if p])
+    all_servers = servers([p for p in args.peers.split(",") if p], shlex.split(args.ours_flags))
     results: dict[tuple[str, int], list[dict[str, float]]] = {}
     print(cpu_line())
     for rnd in range(args.rounds):

@@ -100,6 +100,12 @@ inline void prefetch(const T* p, int64_t n) {
   for (int64_t at = 0; at < n * static_cast<int64_t>(sizeof(T)); at += 64) __builtin_prefetch(bytes + at);
 }
 
+template <typename T>
+inline void prefetch_l2(const T* p, int64_t n) {
+  const char* bytes = reinterpret_cast<const char*>(p);
+  for (int64_t at = 0; at < n * static_cast<int64_t>(sizeof(T)); at += 64) __builtin_prefetch(bytes + at, 0, 2);
+}
+
 struct Shape {
   int64_t num_seqs, n_heads, n_kv_heads, num_blocks, head_dim, block_size, table_width;
   float scale;
@@ -122,9 +128,14 @@ void paged(const float* q, const T* k_cache, const T* v_cache, const int64_t* ta
       const T* v_head = v_cache + head * s.num_blocks * block_elems;
       const float* q_group = q + (seq * s.n_heads + head * G) * D;
       for (int64_t i = 0; i < G * D; ++i) queries[i] = q_group[i] * s.scale;
-      if (item + 1 < end) {  // the next item's first key block, read while this item runs
+      if (item + 1 < end) {  // the next item's blocks into L2, read while this item runs
         const int64_t next_seq = (item + 1) / s.n_kv_heads, next_head = (item + 1) % s.n_kv_heads;
-        prefetch(k_cache + (next_head * s.num_blocks + tables[next_seq * s.table_width]) * block_elems, block_elems);
+        const int64_t next_blocks = (lens[next_seq] + BS - 1) / BS;
+        for (int64_t b = 0; b < next_blocks; ++b) {
+          const int64_t at = (next_head * s.num_blocks + tables[next_seq * s.table_width + b]) * block_elems;
+          prefetch_l2(k_cache + at, block_elems);
+          prefetch_l2(v_cache + at, block_elems);
+        }
       }
       scores.resize(G * stride);
       for (int64_t b = 0; b < blocks; ++b) {
