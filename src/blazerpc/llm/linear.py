@@ -9,9 +9,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import kernels, quant
+from .module import Module
 
 
-class Linear(nn.Module):
+class Linear(Module):
     """``y = x @ W.T``, with the fastest CPU kernel for the number of rows.
 
     Decode products are bound by memory bandwidth (the weights do not fit in cache), and

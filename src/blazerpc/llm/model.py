@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from . import kernels, quant
 from .linear import Linear
+from .module import Module
 from .rope import apply_rope, rope_tables
 
 
@@ -110,7 +111,7 @@ class KVCache(nn.Module):
         self.register_buffer("v", torch.zeros(*blocks, *v, device=device, dtype=dtype), persistent=False)
 
 
-class RMSNorm(nn.Module):
+class RMSNorm(Module):
     native: Callable[[Tensor, Tensor, float], Tensor] | None  # kernels.cpp's rms_norm (see Llama.prepare_decode)
 
     def __init__(self, dim: int, eps: float) -> None:
@@ -125,7 +126,7 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
 
 
-class Attention(nn.Module):
+class Attention(Module):
     paged_decode: kernels.PagedDecode | None  # kernels.cpp's, when built (see Llama.prepare_decode)
     fused_decode: Callable[..., Tensor] | None  # kernels.cpp's decode_attention: RoPE, cache writes, paged_decode
 
@@ -214,7 +215,7 @@ class Attention(nn.Module):
         return out.view(kvh, d, g, hd).transpose(0, 1).reshape(d, kvh * g, hd)
 
 
-class FeedForward(nn.Module):
+class FeedForward(Module):
     silu_mul: Callable[[Tensor], Tensor] | None  # kernels.cpp's (see Llama.prepare_decode)
 
     def __init__(self, config: LlamaConfig) -> None:
@@ -233,7 +234,7 @@ class FeedForward(nn.Module):
         return out
 
 
-class Block(nn.Module):
+class Block(Module):
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
         self.attention_norm = RMSNorm(config.dim, config.norm_eps)
@@ -249,7 +250,7 @@ class Block(nn.Module):
         return out
 
 
-class Llama(nn.Module):
+class Llama(Module):
     # Prompt chunks that end within this many tokens attend row by row from the paged cache, in
     # the decode rows' native call (see AttentionBatch): for short prompts that costs less than
     # torch's RoPE, cache writes and flash attention; longer ones go to torch's flash kernel.

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import kernels
+
 GROUP = 32
 TILE = 16
 FORMATS = {"int8": 8, "int4": 4}
@@ -96,8 +98,6 @@ def _lanes(values: Tensor) -> Tensor:
 
 def quantized_linear(x: Tensor, q: QuantizedWeight, isa: int) -> Tensor:
     """``x @ W.T`` for float32 ``x`` (up to 64 rows) with ``quant.cpp``'s ``isa`` path."""
-    from . import kernels
-
     module = kernels.native()
     assert module is not None, "quantized weights need the native kernels"
     out: Tensor = module.quant_linear(x, q.u, q.scale, q.min, q.out_features, q.bits, isa)
