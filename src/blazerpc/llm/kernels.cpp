@@ -29,6 +29,7 @@
 namespace {
 
 constexpr int64_t kMaxRows = 8;
+constexpr int64_t kAhead = 1;
 
 // y[r][j..j+R) = x[r] . w[j..j+R) for M rows of x and R rows of W: R * M independent sums,
 // enough to keep the FMA units busy while W streams in.
@@ -128,8 +129,9 @@ void paged(const float* q, const T* k_cache, const T* v_cache, const int64_t* ta
       const T* v_head = v_cache + head * s.num_blocks * block_elems;
       const float* q_group = q + (seq * s.n_heads + head * G) * D;
       for (int64_t i = 0; i < G * D; ++i) queries[i] = q_group[i] * s.scale;
-      if (item + 1 < end) {  // the next item's blocks into L2, read while this item runs
-        const int64_t next_seq = (item + 1) / s.n_kv_heads, next_head = (item + 1) % s.n_kv_heads;
+      // the blocks of the items AHEAD on into L2, read while this one runs (the first call takes them all)
+      for (int64_t next = item == begin ? item : item + kAhead; next <= item + kAhead && next < end; ++next) {
+        const int64_t next_seq = next / s.n_kv_heads, next_head = next % s.n_kv_heads;
         const int64_t next_blocks = (lens[next_seq] + BS - 1) / BS;
         for (int64_t b = 0; b < next_blocks; ++b) {
           const int64_t at = (next_head * s.num_blocks + tables[next_seq * s.table_width + b]) * block_elems;
