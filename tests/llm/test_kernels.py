@@ -80,6 +80,29 @@ def test_paged_decode_matches_dense_attention(
 
 
 @needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(("heads", "kv_heads", "head_dim", "block_size"), [(9, 3, 64, 16), (6, 2, 40, 8)])
+def test_rows_of_one_prompt_chunk_attended_together_match_dense_attention(
+    dtype: torch.dtype, heads: int, kv_heads: int, head_dim: int, block_size: int
+) -> None:
+    """Rows sharing a table with lengths one apart (a prompt chunk) are grouped; others are not."""
+    assert native is not None
+    g = torch.Generator().manual_seed(7)
+    num_blocks, width = 40, 4
+    k_cache = torch.randn(kv_heads, num_blocks, head_dim, block_size, generator=g).to(dtype)
+    v_cache = torch.randn(kv_heads, num_blocks, block_size, head_dim, generator=g).to(dtype)
+    chunk_table = torch.randperm(num_blocks, generator=g)[:width]
+    other_table = chunk_table.clone()
+    other_table[-1] = (chunk_table[-1] + 1) % num_blocks  # the same prefix, then another block
+    chunk = list(range(width * block_size - 12, width * block_size - 1))  # 11 rows: a group of 8, then 3
+    lens = torch.tensor([5, *chunk, chunk[-1] + 1, 3])  # a decode row first; the next-to-last row shares the
+    tables = torch.stack([other_table, *[chunk_table] * len(chunk), other_table, chunk_table])  # prefix only
+    q = torch.randn(len(lens), heads, head_dim, generator=g)
+    got = native.paged_decode(q, k_cache, v_cache, tables, lens, head_dim**-0.5)
+    torch.testing.assert_close(got, dense_attention(q, k_cache, v_cache, tables, lens), atol=2e-5, rtol=1e-4)
+
+
+@needs_native
 def test_paged_decode_refuses_lengths_beyond_the_table() -> None:
     assert native is not None
     k_cache, v_cache = torch.zeros(1, 4, 8, 4), torch.zeros(1, 4, 4, 8)

@@ -69,14 +69,14 @@ def test_a_prompt_prefilled_in_chunks_over_its_cached_prefix_matches_one_prefill
 
 def use_torch_attention(model: Llama) -> None:
     """Attention in torch operators only, as where the native kernels cannot be built."""
-    model.paged_prefill_context = 0
+    model.paged_prefill = False
     for attention in (m for m in model.modules() if isinstance(m, Attention)):
         attention.paged_decode = attention.fused_decode = None
 
 
 @pytest.mark.parametrize("native_attention", [True, False], ids=["kernel", "torch-ops"])
 def test_paged_decode_steps_match_a_full_recompute(tiny: LoadedModel, native_attention: bool) -> None:
-    if native_attention and tiny.model.paged_prefill_context == 0:
+    if native_attention and not tiny.model.paged_prefill:
         pytest.skip("the native kernels could not be built here")
     if not native_attention:
         use_torch_attention(tiny.model)
@@ -89,20 +89,23 @@ def test_paged_decode_steps_match_a_full_recompute(tiny: LoadedModel, native_att
 
 
 @pytest.mark.parametrize("native_attention", [True, False], ids=["kernel", "torch-ops"])
-def test_a_step_of_decode_rows_short_chunks_and_long_chunks_matches_full_recomputes(
+def test_a_step_of_decode_rows_and_prompt_chunks_matches_full_recomputes(
     tiny: LoadedModel, native_attention: bool
 ) -> None:
-    if native_attention and tiny.model.paged_prefill_context == 0:
+    """Whole prompts, chunks over a cached head (long and short) and a decode row in one step."""
+    if native_attention and not tiny.model.paged_prefill:
         pytest.skip("the native kernels could not be built here")
-    if native_attention:
-        tiny.model.paged_prefill_context = 12  # chunks ending past token 12 go to torch's attention
-    else:
+    if not native_attention:
         use_torch_attention(tiny.model)
-    limit = tiny.model.paged_prefill_context
-    texts = ["A decoding sequence", "Short one", "A prompt whose only chunk ends well past the paged limit, it is long",
-             "Cached head, then a tail", "Cached head, then a tail that runs on past the limit"]  # fmt: skip
+    texts = [
+        "A decoding sequence",
+        "Short one",
+        "A prompt that comes whole in one chunk of this step, a long one",
+        "Cached head, then a tail",
+        "Cached head, then a tail that runs on and on for more than two blocks",
+    ]
     prompts = [tiny.tokenizer.encode(text) for text in texts]
-    assert len(prompts[1]) <= 12 < len(prompts[2]) and 6 < len(prompts[3]) <= 12 < len(prompts[4])
+    assert len(prompts[2]) > 8 and len(prompts[4]) > len(prompts[3]) + 8  # groups of 8 rows and more
     blocks = BlockManager(num_blocks=64, block_size=4)
     runner = ModelRunner(tiny.model, blocks)
     seqs = [Sequence(list(ids), SamplingParams()) for ids in prompts]
@@ -111,11 +114,11 @@ def test_a_step_of_decode_rows_short_chunks_and_long_chunks_matches_full_recompu
     runner.run(Step(prefill=[Chunk(seqs[0], 0, len(prompts[0])), Chunk(seqs[3], 0, 6), Chunk(seqs[4], 0, 6)]))
     seqs[0].output_ids.append(7)
     blocks.append(seqs[0])
-    chunks = [Chunk(seqs[2], 0, len(prompts[2])), Chunk(seqs[1], 0, len(prompts[1]))]  # a span first, then paged
+    chunks = [Chunk(seqs[2], 0, len(prompts[2])), Chunk(seqs[1], 0, len(prompts[1]))]
     chunks += [Chunk(seq, 6, len(ids) - 6) for seq, ids in zip(seqs[3:], prompts[3:], strict=True)]
     rows = runner.run(Step(decode=[seqs[0]], prefill=chunks))
     expected = [[*prompts[0], 7], prompts[2], prompts[1], prompts[3], prompts[4]]  # as step.sampled orders them
-    assert len(rows) == len(expected) and limit in (0, 12)
+    assert len(rows) == len(expected)
     for row, ids in zip(rows, expected, strict=True):
         torch.testing.assert_close(row, full_logits(tiny.model, ids)[-1], atol=1e-4, rtol=1e-4)
 

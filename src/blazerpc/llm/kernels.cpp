@@ -1,10 +1,5 @@
-// Native CPU kernels for decode steps (built and loaded by kernels.py).
-//
-// paged_decode: attention of one new token per sequence, straight from the paged KV cache.
-// Torch needs the sequences' blocks gathered into a padded copy first, which costs more than
-// the attention itself. Here each (sequence, KV head) reads its blocks in place: keys are
-// stored transposed per block, (head_dim, block_size), so the scores of a block's tokens for
-// the query heads of the group are a few vector FMAs per dimension, with no horizontal sums.
+// Native CPU kernels for decode steps (built and loaded by kernels.py, with paged_attention.cpp
+// and quant.cpp, whose functions this module's bindings declare below).
 //
 // few_rows_linear: y = x @ W.T for a handful of rows x (float32) and bfloat16 weights W.
 // Such products are bound by how fast W streams from memory; torch's bfloat16 kernels read it
@@ -29,7 +24,6 @@
 namespace {
 
 constexpr int64_t kMaxRows = 8;
-constexpr int64_t kAhead = 1;
 
 // y[r][j..j+R) = x[r] . w[j..j+R) for M rows of x and R rows of W: R * M independent sums,
 // enough to keep the FMA units busy while W streams in.
@@ -72,170 +66,6 @@ void few_rows(const float* x, const at::BFloat16* w, float* y, int64_t n, int64_
   });
 }
 
-// Float32 copies of n cache values (bfloat16 is the top half of a float32).
-inline void widen(const float* src, float* dst, int64_t n) { std::copy(src, src + n, dst); }
-
-inline void widen(const at::BFloat16* src, float* dst, int64_t n) {
-  int64_t i = 0;
-#ifdef __AVX512F__
-  for (; i + 16 <= n; i += 16) {
-    const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i));
-    _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16)));
-  }
-#endif
-  for (; i < n; ++i) dst[i] = static_cast<float>(src[i]);
-}
-
-#ifdef __AVX512F__
-inline __m512 load16(const float* src) { return _mm512_loadu_ps(src); }
-
-inline __m512 load16(const at::BFloat16* src) {
-  const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src));
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
-}
-#endif
-
-template <typename T>
-inline void prefetch(const T* p, int64_t n) {
-  const char* bytes = reinterpret_cast<const char*>(p);
-  for (int64_t at = 0; at < n * static_cast<int64_t>(sizeof(T)); at += 64) __builtin_prefetch(bytes + at);
-}
-
-template <typename T>
-inline void prefetch_l2(const T* p, int64_t n) {
-  const char* bytes = reinterpret_cast<const char*>(p);
-  for (int64_t at = 0; at < n * static_cast<int64_t>(sizeof(T)); at += 64) __builtin_prefetch(bytes + at, 0, 2);
-}
-
-struct Shape {
-  int64_t num_seqs, n_heads, n_kv_heads, num_blocks, head_dim, block_size, table_width;
-  float scale;
-};
-
-// G query heads per KV head, head size D, block size BS; 0: known only at run time. With G fixed,
-// D = 64 and BS = 16, AVX-512 keeps a block's scores (G x 16) and the outputs (G x 64) in registers.
-template <typename T, int G_, int D_, int BS_>
-void paged(const float* q, const T* k_cache, const T* v_cache, const int64_t* tables, const int64_t* lens, float* out,
-           const Shape& s) {
-  const int64_t G = G_ ? G_ : s.n_heads / s.n_kv_heads, D = D_ ? D_ : s.head_dim, BS = BS_ ? BS_ : s.block_size;
-  const int64_t block_elems = D * BS;
-  at::parallel_for(0, s.num_seqs * s.n_kv_heads, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> keys(block_elems), values(block_elems), queries(G * D), scores, acc(G * D);
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t seq = item / s.n_kv_heads, head = item % s.n_kv_heads, len = lens[seq];
-      const int64_t blocks = (len + BS - 1) / BS, stride = blocks * BS;  // scores: one padded row per query head
-      const int64_t* table = tables + seq * s.table_width;
-      const T* k_head = k_cache + head * s.num_blocks * block_elems;
-      const T* v_head = v_cache + head * s.num_blocks * block_elems;
-      const float* q_group = q + (seq * s.n_heads + head * G) * D;
-      for (int64_t i = 0; i < G * D; ++i) queries[i] = q_group[i] * s.scale;
-      // the blocks of the items AHEAD on into L2, read while this one runs (the first call takes them all)
-      for (int64_t next = item == begin ? item : item + kAhead; next <= item + kAhead && next < end; ++next) {
-        const int64_t next_seq = next / s.n_kv_heads, next_head = next % s.n_kv_heads;
-        const int64_t next_blocks = (lens[next_seq] + BS - 1) / BS;
-        for (int64_t b = 0; b < next_blocks; ++b) {
-          const int64_t at = (next_head * s.num_blocks + tables[next_seq * s.table_width + b]) * block_elems;
-          prefetch_l2(k_cache + at, block_elems);
-          prefetch_l2(v_cache + at, block_elems);
-        }
-      }
-      scores.resize(G * stride);
-      for (int64_t b = 0; b < blocks; ++b) {
-        const T* k_block = k_head + table[b] * block_elems;  // (D, BS)
-        // blocks lie anywhere in the cache, beyond the hardware prefetcher's reach: ask for the
-        // next key block and this block's values while this block's scores are computed
-        if (b + 1 < blocks) prefetch(k_head + table[b + 1] * block_elems, block_elems);
-        prefetch(v_head + table[b] * block_elems, block_elems);
-#ifdef __AVX512F__
-        if constexpr (G_ > 0 && BS_ == 16) {  // a block's 16 scores per query head: one register each
-          __m512 acc[2][G_ ? G_ : 1];  // even and odd dimensions: twice the independent FMA chains
-          for (int r = 0; r < G_; ++r) acc[0][r] = acc[1][r] = _mm512_setzero_ps();
-          for (int64_t d = 0; d < D; d += 2) {
-            const __m512 k0 = load16(k_block + d * 16), k1 = load16(k_block + (d + 1) * 16);
-            for (int r = 0; r < G_; ++r) {
-              acc[0][r] = _mm512_fmadd_ps(_mm512_set1_ps(queries[r * D + d]), k0, acc[0][r]);
-              acc[1][r] = _mm512_fmadd_ps(_mm512_set1_ps(queries[r * D + d + 1]), k1, acc[1][r]);
-            }
-          }
-          for (int r = 0; r < G_; ++r)
-            _mm512_storeu_ps(scores.data() + r * stride + b * 16, _mm512_add_ps(acc[0][r], acc[1][r]));
-          continue;
-        }
-#endif
-        widen(k_block, keys.data(), block_elems);
-        for (int64_t r = 0; r < G; ++r) {
-          float* row = scores.data() + r * stride + b * BS;
-          std::fill(row, row + BS, 0.f);
-          for (int64_t d = 0; d < D; ++d) {
-            const float qd = queries[r * D + d];
-            for (int64_t t = 0; t < BS; ++t) row[t] += qd * keys[d * BS + t];
-          }
-        }
-      }
-      for (int64_t r = 0; r < G; ++r) {  // softmax over the len real tokens of each row
-        float* row = scores.data() + r * stride;
-        float top = row[0], sum = 0.f;
-        for (int64_t t = 1; t < len; ++t) top = std::max(top, row[t]);
-        for (int64_t t = 0; t < len; ++t) row[t] = std::exp(row[t] - top);
-        for (int64_t t = 0; t < len; ++t) sum += row[t];
-        const float inv = 1.f / sum;
-        for (int64_t t = 0; t < len; ++t) row[t] *= inv;
-      }
-      float* o = out + (seq * s.n_heads + head * G) * D;
-#ifdef __AVX512F__
-      if constexpr (G_ > 0 && D_ == 64) {  // the group's outputs: G x 4 registers
-        __m512 sums[G_ ? G_ : 1][4];
-        for (int r = 0; r < G_; ++r)
-          for (int c = 0; c < 4; ++c) sums[r][c] = _mm512_setzero_ps();
-        for (int64_t b = 0; b < blocks; ++b) {
-          const T* v_block = v_head + table[b] * block_elems;  // (BS, D)
-          const int64_t n = std::min(BS, len - b * BS);
-          for (int64_t t = 0; t < n; ++t) {
-            __m512 vt[4];
-            for (int c = 0; c < 4; ++c) vt[c] = load16(v_block + t * 64 + c * 16);
-            for (int r = 0; r < G_; ++r) {
-              const __m512 p = _mm512_set1_ps(scores[r * stride + b * BS + t]);
-              for (int c = 0; c < 4; ++c) sums[r][c] = _mm512_fmadd_ps(p, vt[c], sums[r][c]);
-            }
-          }
-        }
-        for (int r = 0; r < G_; ++r)
-          for (int c = 0; c < 4; ++c) _mm512_storeu_ps(o + r * 64 + c * 16, sums[r][c]);
-        continue;
-      }
-#endif
-      std::fill(acc.begin(), acc.end(), 0.f);
-      for (int64_t b = 0; b < blocks; ++b) {
-        const int64_t n = std::min(BS, len - b * BS);
-        widen(v_head + table[b] * block_elems, values.data(), n * D);  // (BS, D)
-        for (int64_t t = 0; t < n; ++t) {
-          for (int64_t r = 0; r < G; ++r) {
-            const float p = scores[r * stride + b * BS + t];
-            for (int64_t d = 0; d < D; ++d) acc[r * D + d] += p * values[t * D + d];
-          }
-        }
-      }
-      std::copy(acc.begin(), acc.end(), o);
-    }
-  });
-}
-
-template <typename T>
-void paged_dispatch(const float* q, const T* k, const T* v, const int64_t* tables, const int64_t* lens, float* out,
-                    const Shape& s) {
-  const int64_t g = s.n_heads / s.n_kv_heads;
-  if (s.head_dim == 64 && s.block_size == 16) {
-    switch (g) {
-      case 1: return paged<T, 1, 64, 16>(q, k, v, tables, lens, out, s);
-      case 2: return paged<T, 2, 64, 16>(q, k, v, tables, lens, out, s);
-      case 3: return paged<T, 3, 64, 16>(q, k, v, tables, lens, out, s);
-      case 4: return paged<T, 4, 64, 16>(q, k, v, tables, lens, out, s);
-      case 8: return paged<T, 8, 64, 16>(q, k, v, tables, lens, out, s);
-    }
-  }
-  paged<T, 0, 0, 0>(q, k, v, tables, lens, out, s);
-}
-
 }  // namespace
 
 // x (rows, K) float32, w (N, K) bfloat16 -> (rows, N) float32.
@@ -263,98 +93,11 @@ torch::Tensor few_rows_linear(torch::Tensor x, torch::Tensor w) {
   return y;
 }
 
-// q (B, H, D) float32; k_cache (KVH, num_blocks, D, BS) and v_cache (KVH, num_blocks, BS, D), float32
-// or bfloat16; tables (B, W) int64 block ids; lens (B,) int64 >= 1 tokens to attend to.
-// Returns (B, H, D) float32.
 torch::Tensor paged_decode(torch::Tensor q, torch::Tensor k_cache, torch::Tensor v_cache, torch::Tensor tables,
-                           torch::Tensor lens, double scale) {
-  TORCH_CHECK(q.dim() == 3 && q.dtype() == torch::kFloat32, "q: (B, H, D) float32");
-  TORCH_CHECK(k_cache.dim() == 4 && k_cache.is_contiguous() && v_cache.is_contiguous(), "caches: contiguous, 4-d");
-  TORCH_CHECK(k_cache.dtype() == v_cache.dtype(), "k and v caches differ in dtype");
-  TORCH_CHECK(tables.dtype() == torch::kInt64 && lens.dtype() == torch::kInt64, "tables and lens: int64");
-  q = q.contiguous();
-  tables = tables.contiguous();
-  lens = lens.contiguous();
-  const int64_t B = q.size(0), H = q.size(1), D = q.size(2), KVH = k_cache.size(0), BS = k_cache.size(3);
-  TORCH_CHECK(H % KVH == 0, H, " query heads do not group over ", KVH, " KV heads");
-  TORCH_CHECK(k_cache.size(2) == D && v_cache.sizes() == torch::IntArrayRef({KVH, k_cache.size(1), BS, D}),
-              "k_cache must be (KVH, blocks, D, BS) and v_cache (KVH, blocks, BS, D)");
-  TORCH_CHECK(H / KVH <= 8 && D <= 256 && BS <= 64, "at most 8 query heads per KV head, head_dim 256, block 64");
-  TORCH_CHECK(tables.dim() == 2 && tables.size(0) == B && lens.numel() == B, "one table row and one length per sequence");
-  if (B > 0) {
-    const int64_t shortest = lens.min().item<int64_t>(), longest = lens.max().item<int64_t>();
-    TORCH_CHECK(shortest >= 1 && longest <= tables.size(1) * BS, "lengths must be in 1..", tables.size(1) * BS);
-  }
-  auto out = torch::empty_like(q);
-  const Shape shape{B, H, KVH, k_cache.size(1), D, BS, tables.size(1), static_cast<float>(scale)};
-  if (k_cache.dtype() == torch::kBFloat16) {
-    paged_dispatch(q.data_ptr<float>(), k_cache.data_ptr<at::BFloat16>(), v_cache.data_ptr<at::BFloat16>(),
-                   tables.data_ptr<int64_t>(), lens.data_ptr<int64_t>(), out.data_ptr<float>(), shape);
-  } else {
-    TORCH_CHECK(k_cache.dtype() == torch::kFloat32, "caches: float32 or bfloat16");
-    paged_dispatch(q.data_ptr<float>(), k_cache.data_ptr<float>(), v_cache.data_ptr<float>(),
-                   tables.data_ptr<int64_t>(), lens.data_ptr<int64_t>(), out.data_ptr<float>(), shape);
-  }
-  return out;
-}
-
-// A decode step's attention for a layer in one call: RoPE on q and k (half-split layout, sin
-// signed as model.py's rope_tables), the new k and v written to the paged cache, then
-// paged_decode. qkv (B, (H + 2 KVH) * D) float32, one row per decoding sequence; cos, sin (B, D);
-// slot_blocks, slot_offsets (B,) where each new token goes. Returns (B, H * D) float32. In torch
-// this is ~15 operators a layer, more time than the attention itself on a decode step.
+                           torch::Tensor lens, double scale);  // paged_attention.cpp
 torch::Tensor decode_attention(torch::Tensor qkv, torch::Tensor cos, torch::Tensor sin, torch::Tensor k_cache,
                                torch::Tensor v_cache, torch::Tensor slot_blocks, torch::Tensor slot_offsets,
-                               torch::Tensor tables, torch::Tensor lens, int64_t n_heads, double scale) {
-  const int64_t B = qkv.size(0), KVH = k_cache.size(0), D = k_cache.size(2), BS = k_cache.size(3), H = n_heads;
-  TORCH_CHECK(qkv.dim() == 2 && qkv.dtype() == torch::kFloat32 && qkv.size(1) == (H + 2 * KVH) * D,
-              "qkv: (B, (H + 2 KVH) * D) float32");
-  TORCH_CHECK(cos.numel() == B * D && sin.numel() == B * D && cos.dtype() == torch::kFloat32, "cos, sin: (B, D) float32");
-  TORCH_CHECK(slot_blocks.numel() == B && slot_offsets.numel() == B && slot_blocks.dtype() == torch::kInt64 &&
-                  slot_offsets.dtype() == torch::kInt64, "slot_blocks, slot_offsets: (B,) int64");
-  TORCH_CHECK(D % 2 == 0 && k_cache.is_contiguous() && v_cache.is_contiguous(), "caches: contiguous, even head_dim");
-  qkv = qkv.contiguous();
-  cos = cos.contiguous();
-  sin = sin.contiguous();
-  slot_blocks = slot_blocks.contiguous();
-  slot_offsets = slot_offsets.contiguous();
-  auto q = torch::empty({B, H, D}, qkv.options());
-  const float *in = qkv.data_ptr<float>(), *c = cos.data_ptr<float>(), *sn = sin.data_ptr<float>();
-  const int64_t *blocks = slot_blocks.data_ptr<int64_t>(), *offsets = slot_offsets.data_ptr<int64_t>();
-  const int64_t NB = k_cache.size(1);
-  float* qp = q.data_ptr<float>();
-  auto write = [&](auto* k_out, auto* v_out) {
-    using T = std::remove_pointer_t<decltype(k_out)>;
-    const int64_t half = D / 2;
-    at::parallel_for(0, B, 8, [&](int64_t first, int64_t last) {
-      std::vector<float> rotated(D);
-      for (int64_t b = first; b < last; ++b) {
-        const float* row = in + b * (H + 2 * KVH) * D;
-        const float *cb = c + b * D, *sb = sn + b * D;
-        for (int64_t h = 0; h < H + KVH; ++h) {  // q heads, then k heads: rotated
-          const float* x = row + h * D;
-          float* r = h < H ? qp + (b * H + h) * D : rotated.data();
-          for (int64_t i = 0; i < half; ++i) r[i] = x[i] * cb[i] + x[i + half] * sb[i];
-          for (int64_t i = half; i < D; ++i) r[i] = x[i] * cb[i] + x[i - half] * sb[i];
-          if (h < H) continue;
-          T* k = k_out + ((h - H) * NB + blocks[b]) * D * BS + offsets[b];  // keys transposed per block: (D, BS)
-          for (int64_t i = 0; i < D; ++i) k[i * BS] = static_cast<T>(r[i]);
-        }
-        for (int64_t h = 0; h < KVH; ++h) {  // values as they are: (BS, D)
-          const float* x = row + (H + KVH + h) * D;
-          T* v = v_out + (((h * NB + blocks[b]) * BS) + offsets[b]) * D;
-          for (int64_t i = 0; i < D; ++i) v[i] = static_cast<T>(x[i]);
-        }
-      }
-    });
-  };
-  if (k_cache.dtype() == torch::kBFloat16)
-    write(k_cache.data_ptr<at::BFloat16>(), v_cache.data_ptr<at::BFloat16>());
-  else
-    write(k_cache.data_ptr<float>(), v_cache.data_ptr<float>());
-  return paged_decode(q, k_cache, v_cache, tables, lens, scale).view({B, H * D});
-}
-
+                               torch::Tensor tables, torch::Tensor lens, int64_t n_heads, double scale);  // paged_attention.cpp
 torch::Tensor quant_linear(torch::Tensor x, torch::Tensor u, torch::Tensor scale, torch::Tensor min, int64_t n,
                            int64_t bits, int64_t isa);  // quant.cpp
 

@@ -21,7 +21,7 @@ from torch import Tensor
 
 log = logging.getLogger(__name__)
 
-SOURCES = [Path(__file__).with_name(name) for name in ("kernels.cpp", "quant.cpp")]
+SOURCES = [Path(__file__).with_name(name) for name in ("kernels.cpp", "paged_attention.cpp", "quant.cpp")]
 STALE_LOCK_S = 600  # a build takes ~25-40 s
 # Instruction sets by torch's CPU capability. The build is cached per source and flags, so a
 # cache carried over to a CPU without these instructions is never loaded there.

@@ -23,30 +23,30 @@ class ModelRunner:
     def run(self, step: Step) -> Tensor:
         """Next-token logits ``(len(step.sampled), vocab)``; marks every computed token cached.
 
-        Rows go in the order ``AttentionBatch`` wants: decode tokens, then the chunks short
-        enough to attend row by row from the paged cache, then the others.
+        Rows go in ``step`` order: decode tokens, then prompt chunks. Decode rows attend from the
+        paged cache; chunk rows do too where the model can (``Llama.paged_prefill``), else each
+        chunk is a ``PrefillSpan`` for torch's attention.
         """
-        limit = self.model.paged_prefill_context
-        paged_chunks = [c for c in step.prefill if c.start + c.length <= limit]
-        span_chunks = [c for c in step.prefill if c.start + c.length > limit]
         tokens: list[int] = [seq.last_id for seq in step.decode]
         positions = [np.array([seq.num_tokens - 1]) for seq in step.decode]  # each one's newest token
-        for chunk in paged_chunks + span_chunks:
+        for chunk in step.prefill:
             tokens.extend(chunk.seq.all_ids[chunk.start : chunk.start + chunk.length])
             positions.append(np.arange(chunk.start, chunk.start + chunk.length))
-        owners = list(step.decode) + [c.seq for c in paged_chunks + span_chunks]
+        owners = list(step.decode) + [chunk.seq for chunk in step.prefill]
         position = np.concatenate(positions)
         row_owner = np.repeat(np.arange(len(owners)), [len(p) for p in positions])
         tables = self._block_tables(owners)  # (sequences, width), padded with block 0
         block_size = self.blocks.block_size
-        slot_blocks = tables[row_owner, position // block_size]
-        num_paged = len(step.decode) + sum(c.length for c in paged_chunks)
-        spans, row = [], num_paged
-        for chunk in span_chunks:
-            spans.append(self._span(row, chunk))
+        num_paged = len(tokens) if self.model.paged_prefill else len(step.decode)
+        spans, last_rows, row = [], [], len(step.decode)
+        for chunk in step.prefill:
+            if num_paged == len(step.decode):
+                spans.append(self._span(row, chunk))
             row += chunk.length
+            if chunk.completes:
+                last_rows.append(row - 1)  # its logits give the next token
         batch = AttentionBatch(
-            slot_blocks=self._tensor(slot_blocks),
+            slot_blocks=self._tensor(tables[row_owner, position // block_size]),
             slot_offsets=self._tensor(position % block_size),
             positions=self._tensor(position),
             num_paged=num_paged,
@@ -54,15 +54,8 @@ class ModelRunner:
             paged_lens=self._tensor(position[:num_paged] + 1) if num_paged else None,
             prefill_spans=spans,
         )
-        last_row = {}  # each chunk's last row: where its logits are
-        row = len(step.decode)
-        for chunk in paged_chunks + span_chunks:
-            row += chunk.length
-            last_row[id(chunk)] = row - 1
-        logits_at = list(range(len(step.decode))) + [last_row[id(c)] for c in step.prefill if c.completes]
-        logits: Tensor = self.model(
-            self._tensor(np.asarray(tokens)), batch, self.cache, self._tensor(np.asarray(logits_at, dtype=np.int64))
-        )
+        logits_at = np.asarray(list(range(len(step.decode))) + last_rows, dtype=np.int64)
+        logits: Tensor = self.model(self._tensor(np.asarray(tokens)), batch, self.cache, self._tensor(logits_at))
         for seq in step.decode:
             seq.num_cached = seq.num_tokens
         for chunk in step.prefill:
