@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from blazerpc.llm import kernels
+from blazerpc.llm.attention import Attention
 from blazerpc.llm.linear import Linear
 from blazerpc.llm.loader import load
-from blazerpc.llm.model import Attention
 
 from .test_model import decode_logits
 

@@ -2,7 +2,7 @@
 blocks still hold a known prefix (automatic prefix caching, as vLLM and nano-vllm do it).
 
 Pure bookkeeping, no tensors: position ``p`` of a sequence lives at offset ``p % block_size``
-of block ``block_table[p // block_size]`` (see ``model.KVCache`` for the layout; ``slot`` gives
+of block ``block_table[p // block_size]`` (see ``attention.KVCache`` for the layout; ``slot`` gives
 that place as one flat number, ``block * block_size + offset``).
 
 A full block whose K/V are computed is *published* under a hash chained over (the previous

@@ -6,8 +6,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .attention import AttentionBatch, KVCache, PrefillSpan
 from .block_manager import BlockManager
-from .model import AttentionBatch, KVCache, Llama, PrefillSpan
+from .model import Llama
 from .scheduler import Chunk, Step
 from .sequence import Sequence
 
