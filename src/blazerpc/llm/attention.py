@@ -68,7 +68,7 @@ class KVCache(nn.Module):
     ``v``: ``(layers, n_kv_heads, num_blocks, block_size, head_dim)``.
 
     A block's keys are then what a block of scores needs, ``q @ K.T``, and its values what the
-    output needs, ``p @ V``, both as plain row-major matrices (see ``kernels.cpp``).
+    output needs, ``p @ V``, both as plain row-major matrices (see ``paged_attention.cpp``).
     """
 
     k: Tensor
@@ -90,8 +90,8 @@ class KVCache(nn.Module):
 
 
 class Attention(Module):
-    paged_decode: kernels.PagedDecode | None  # kernels.cpp's, when built (see Llama.prepare_decode)
-    fused_decode: Callable[..., Tensor] | None  # kernels.cpp's decode_attention: RoPE, cache writes, paged_decode
+    paged_decode: kernels.PagedDecode | None  # paged_attention.cpp's, when built (see Llama.prepare_decode)
+    fused_decode: Callable[..., Tensor] | None  # paged_attention.cpp's decode_attention: RoPE, writes, attention
 
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()

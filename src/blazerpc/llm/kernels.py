@@ -1,7 +1,8 @@
-"""Native CPU kernels (``kernels.cpp``), compiled on first use by torch's extension builder.
+"""Native CPU kernels (``kernels.cpp``, ``paged_attention.cpp``, ``quant.cpp``), built on first use.
 
-The build (~30 s, once; cached under ``~/.cache/torch_extensions/blazerpc``) needs a C++ compiler and
-ninja. Without them, or with ``BLAZE_NATIVE_KERNELS=0``, ``native()`` is None and the model
+Torch's extension builder compiles them (~60 s, once; cached under
+``~/.cache/torch_extensions/blazerpc``); that needs a C++ compiler and ninja. Without them, or
+with ``BLAZE_NATIVE_KERNELS=0``, ``native()`` is None and the model
 uses torch's own kernels. ``python -m blazerpc.llm.kernels`` builds ahead of time.
 """
 
@@ -30,13 +31,13 @@ ISA_FLAGS = {
     "AVX2": ["-mavx2", "-mfma"],
 }
 
-# paged_decode(q, k_cache, v_cache, tables, lens, scale): see kernels.cpp
+# paged_decode(q, k_cache, v_cache, tables, lens, scale): see paged_attention.cpp
 PagedDecode = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, float], Tensor]
 
 
 @functools.cache
 def native() -> ModuleType | None:
-    """The compiled module (kernels.cpp's functions, quant.cpp's ``quant_linear``), or None where it cannot be built."""
+    """The compiled module (the three files' functions), or None where it cannot be built."""
     if os.environ.get("BLAZE_NATIVE_KERNELS", "1") == "0":
         return None
     flags = ["-O3", "-ffast-math", "-fopenmp", *ISA_FLAGS.get(torch.backends.cpu.get_cpu_capability(), [])]
