@@ -1,5 +1,5 @@
-// Native CPU kernels for decode steps (built and loaded by kernels.py, with paged_attention.cpp
-// and quant.cpp, whose functions this module's bindings declare below).
+// Native CPU kernels for decode steps (built and loaded by kernels.py, with paged_attention.cpp,
+// packed_linear.cpp and quant.cpp, whose functions this module's bindings declare below).
 //
 // few_rows_linear: y = x @ W.T for a handful of rows x (float32) and bfloat16 weights W.
 // Such products are bound by how fast W streams from memory; torch's bfloat16 kernels read it
@@ -98,6 +98,7 @@ torch::Tensor paged_decode(torch::Tensor q, torch::Tensor k_cache, torch::Tensor
 torch::Tensor decode_attention(torch::Tensor qkv, torch::Tensor cos, torch::Tensor sin, torch::Tensor k_cache,
                                torch::Tensor v_cache, torch::Tensor slot_blocks, torch::Tensor slot_offsets,
                                torch::Tensor tables, torch::Tensor lens, int64_t n_heads, double scale);  // paged_attention.cpp
+torch::Tensor packed_linear(torch::Tensor x, torch::Tensor packed, int64_t n);  // packed_linear.cpp
 torch::Tensor quant_linear(torch::Tensor x, torch::Tensor u, torch::Tensor scale, torch::Tensor min, int64_t n,
                            int64_t bits, int64_t isa);  // quant.cpp
 
@@ -174,5 +175,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("silu_mul", &silu_mul, "silu(gate) * up of float32 rows [gate | up]");
   m.def("quant_linear", &quant_linear, "x @ w.T for a few float32 rows and 8- or 4-bit weights (quant.cpp)");
   m.def("paged_decode", &paged_decode, "decode attention over a paged KV cache");
+  m.def("packed_linear", &packed_linear, "x @ w.T for float32 rows and bfloat16 w packed in blocks (packed_linear.cpp)");
   m.def("few_rows_linear", &few_rows_linear, "x @ w.T for a few float32 rows and bfloat16 weights");
 }

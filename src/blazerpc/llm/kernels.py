@@ -1,4 +1,4 @@
-"""Native CPU kernels (``kernels.cpp``, ``paged_attention.cpp``, ``quant.cpp``), built on first use.
+"""Native CPU kernels (``kernels.cpp`` and the files it binds), built on first use.
 
 Torch's extension builder compiles them (~60 s, once; cached under
 ``~/.cache/torch_extensions/blazerpc``); that needs a C++ compiler and ninja. Without them, or
@@ -22,7 +22,8 @@ from torch import Tensor
 
 log = logging.getLogger(__name__)
 
-SOURCES = [Path(__file__).with_name(name) for name in ("kernels.cpp", "paged_attention.cpp", "quant.cpp")]
+NAMES = ("kernels.cpp", "packed_linear.cpp", "paged_attention.cpp", "quant.cpp")
+SOURCES = [Path(__file__).with_name(name) for name in NAMES]
 STALE_LOCK_S = 600  # a build takes ~25-40 s
 # Instruction sets by torch's CPU capability. The build is cached per source and flags, so a
 # cache carried over to a CPU without these instructions is never loaded there.

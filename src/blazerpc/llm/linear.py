@@ -22,13 +22,15 @@ class Linear(Module):
       ~33 GB/s for one row (``x @ W_t``: ~17 GB/s, ``F.linear``: ~10 GB/s) and 1.5-4x
       ``F.linear`` for 2-4 rows; 5-64 rows are fastest in oneDNN (1.2-1.6x ``F.linear``);
       prefill goes to ``F.linear``. With one thread, one row uses a pre-transposed copy.
-    - bfloat16 weights (``Llama.cast_weights``), on a CPU with bf16 instructions: oneDNN in
-      bfloat16 is ~2x float32 from 8 rows up, and ~1.4x more with W packed once in its blocked
-      layout (``torch.ops.mkldnn._reorder_linear_weight``, as Inductor and vLLM's CPU backend
-      do) instead of on every call: 32 rows 230 -> 160 us for the fused gate/up, 5.5 -> 3.2 ms
-      for the LM head; 10-25% at 128-512 rows. It reads W at ~11-14 GB/s for 1-4 rows: those
-      go to our kernel (``kernels.cpp``, 1.3-1.5x torch's), or, where it could not be built,
-      one row takes the float32 split on a float32 copy.
+    - bfloat16 weights (``Llama.cast_weights``) on a CPU with AVX512-BF16: every number of rows
+      goes to our kernel over W packed once at load (``packed_linear.cpp``), which overlaps
+      reading W with the arithmetic: for the default model's 30 layers and head, 1.3x oneDNN's
+      time at 1 row, 1.5x at 32, 1.3x at 160 (see there).
+    - bfloat16 weights on other CPUs: oneDNN in bfloat16 is ~2x float32 from 8 rows up, and
+      ~1.4x more with W packed once in its blocked layout (``torch.ops.mkldnn._reorder_linear_weight``,
+      as Inductor and vLLM's CPU backend do) instead of on every call. It reads W at ~11-14 GB/s
+      for 1-4 rows: those go to ``kernels.cpp``'s few-rows kernel (1.3-1.5x torch's), or, where
+      it could not be built, one row takes the float32 split on a float32 copy.
 
     - quantized weights (``quantize``: int8 or int4, ``quant.cpp``): up to ``QUANT_ROWS`` rows
       read them instead, 2-3.5x fewer bytes than bfloat16; more rows are compute-bound and go
@@ -46,14 +48,16 @@ class Linear(Module):
     weight_t: Tensor | None
     weight_onednn: Tensor | None
     weight_packed: Tensor | None  # bfloat16 W in oneDNN's blocked layout
+    weight_blocks: Tensor | None  # bfloat16 W in packed_linear.cpp's layout (see pack_blocks)
+    packed: Callable[[Tensor, Tensor, int], Tensor] | None  # packed_linear.cpp's packed_linear
     few_rows: Callable[[Tensor, Tensor], Tensor] | None  # kernels.cpp's few_rows_linear
     quantized: quant.QuantizedWeight | None
 
     def __init__(self, in_features: int, out_features: int) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
-        self.weight_f32 = self.weight_t = self.weight_onednn = self.weight_packed = None
-        self.few_rows = self.quantized = None
+        self.weight_f32 = self.weight_t = self.weight_onednn = self.weight_packed = self.weight_blocks = None
+        self.few_rows = self.packed = self.quantized = None
         self.isa = quant.best_isa()
 
     def quantize(self, bits: int) -> None:
@@ -64,7 +68,11 @@ class Linear(Module):
         if self.weight.device.type != "cpu":
             return
         w = self.weight.detach()
-        if w.dtype == torch.bfloat16 and (module := kernels.native()) is not None:
+        module = kernels.native()
+        if w.dtype == torch.bfloat16 and module is not None and torch.cpu._is_avx512_bf16_supported():
+            self.weight_blocks, self.packed = pack_blocks(w), module.packed_linear
+            return
+        if w.dtype == torch.bfloat16 and module is not None:
             self.few_rows = module.few_rows_linear
         if w.dtype == torch.bfloat16 and torch.backends.mkldnn.is_available():  # type: ignore[no-untyped-call]
             self.weight_packed = torch.ops.mkldnn._reorder_linear_weight(w, None)
@@ -80,6 +88,8 @@ class Linear(Module):
         if self.quantized is not None and rows <= self.QUANT_ROWS:
             return quant.quantized_linear(x, self.quantized, self.isa)
         can_split = self.weight_f32 is not None and torch.get_num_threads() >= 2
+        if self.packed is not None:
+            return self.packed(x, self.weight_blocks, self.weight.shape[0])
         if self.weight.dtype != x.dtype:  # reduced-precision weights: multiply in their dtype
             if self.few_rows is not None and rows <= self.KERNEL_ROWS:
                 return self.few_rows(x, self.weight)
@@ -113,3 +123,15 @@ class Linear(Module):
         cols = x.contiguous().t().unsqueeze(0).expand(2, in_features, rows)
         y = torch.bmm(halves, cols)  # (2, out/2, rows)
         return y.permute(2, 0, 1).reshape(rows, out_features)
+
+
+def pack_blocks(w: Tensor) -> Tensor:
+    """bfloat16 ``w`` (N, K) in ``packed_linear.cpp``'s layout: (N / 64, K / 2, 64) int32.
+
+    Rows in blocks of 64 (padded with zero rows), and in a block, for each pair of columns (K
+    padded to even), the 64 rows' two values side by side: one 32-bit lane per row.
+    """
+    n, k = w.shape
+    padded = F.pad(w.detach().bfloat16(), (0, k % 2, 0, -n % 64))
+    pairs = padded.view(-1, 64, padded.shape[1] // 2, 2).permute(0, 2, 1, 3).contiguous()
+    return pairs.view(torch.int32).view(pairs.shape[0], pairs.shape[1], 64)
