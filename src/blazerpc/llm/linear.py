@@ -88,7 +88,7 @@ class Linear(Module):
         if self.quantized is not None and rows <= self.QUANT_ROWS:
             return quant.quantized_linear(x, self.quantized, self.isa)
         can_split = self.weight_f32 is not None and torch.get_num_threads() >= 2
-        if self.packed is not None:
+        if self.packed is not None and self.weight_blocks is not None:
             return self.packed(x, self.weight_blocks, self.weight.shape[0])
         if self.weight.dtype != x.dtype:  # reduced-precision weights: multiply in their dtype
             if self.few_rows is not None and rows <= self.KERNEL_ROWS:
