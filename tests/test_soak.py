@@ -30,7 +30,8 @@ async def test_streams_cancelled_at_random_points_leave_nothing_behind(
     tiny_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # oneDNN caches a primitive per matmul shape (up to 1,024), and prompts of random lengths cut
-    # into 160-token steps make hundreds of shapes: in bfloat16 the engine grew ~550 MB over 2,000
+    # into steps of the token budget make hundreds of shapes: in bfloat16 (before packed_linear.cpp
+    # took its products on CPUs with AVX512-BF16) the engine grew ~550 MB over 2,000
     # requests, then levelled; in float32 ~15 MB per 64 requests here, ~5 with the cache off.
     # Growth that says nothing of leaks, so it is kept out of this measure: float32, no cache
     # (read by the engine process, which inherits the environment).

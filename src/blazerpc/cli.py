@@ -194,7 +194,7 @@ def llm(
             "keep decoding; smaller bounds their inter-token latency tighter, larger gives prompts their first "
             "token sooner.",
         ),
-    ] = 160,
+    ] = 128,
     prefix_caching: Annotated[
         bool, typer.Option(help="Reuse the KV cache of prompt prefixes seen before (system prompts, earlier turns).")
     ] = True,

@@ -14,7 +14,7 @@ WEIGHTS = ("full", "int8", "int4")  # "full": the matrices in dtype, not quantiz
 class EngineConfig:
     max_num_seqs: int = 32
     max_waiting: int = 256  # requests queued beyond max_num_seqs before 429 (the client's admission)
-    max_num_batched_tokens: int = 160  # tokens per step (one per decoding sequence, prompt chunks in the rest)
+    max_num_batched_tokens: int = SchedulerConfig.max_num_batched_tokens  # per step (see there)
     prefix_caching: bool = True  # reuse the KV blocks of prompt prefixes seen before
     max_model_len: int = 2048
     kv_cache_mb: int = 1024

@@ -5,12 +5,12 @@
 // Layout: W's rows in blocks of 64 (N padded with zero rows, K with a zero column to even), a
 // block as (K / 2, 64, 2): for each pair of columns, the 64 rows' two values, i.e. 4 vectors
 // whose 32-bit lane i holds row i's pair. One vdpbf16ps with x's pair broadcast adds 2 products
-// to 16 rows: no shuffles, no horizontal sums. A thread takes a range of blocks, so each core
-// streams its own part of W; for every 6 rows of x it runs over the whole block (from L2).
+// to 16 rows: no shuffles, no horizontal sums. Threads take blocks one by one, so each core
+// streams its own blocks of W; for every 6 rows of x it runs over the whole block (from L2).
 //
 // Why not oneDNN (what vLLM's CPU backend uses): on 2-core Zen VMs its products of 8..64 rows
 // cost about the time to read W plus the time to compute, as if memory and arithmetic never
-// overlapped. Here each block's arithmetic prefetches the next block, spread over its steps:
+// overlapped. Here each block's arithmetic prefetches the thread's next block, spread over it:
 // the 32-row step of the default model (30 layers, ~270 MB of W) 19-21 ms -> 12-13 ms, and
 // 160 rows 71-85 -> 54-55 ms (measured in benchmarks/decode_step.py's conditions, W from DRAM).
 
@@ -19,6 +19,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 
 #include <immintrin.h>
@@ -103,13 +104,17 @@ torch::Tensor packed_linear(torch::Tensor x, torch::Tensor packed, int64_t n) {
   const int64_t block_ints = k2 * kBlock, lines = block_ints * 4 / 64;
   const int64_t steps = (m + kRowsAtOnce - 1) / kRowsAtOnce * k2;  // of one block: passes x pairs
   const int64_t lines_per_step = (lines + steps - 1) / steps;
-  at::parallel_for(0, blocks, 1, [&](int64_t first, int64_t last) {
-    for (int64_t b = first; b < last; ++b) {
+  // Threads claim blocks one at a time, each claiming its next before it starts the current one
+  // (to prefetch it): a core the OS lends to another process for a while holds back only the
+  // block it has, not a fixed share of W.
+  std::atomic<int64_t> unclaimed{0};
+  at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
+    for (int64_t b = unclaimed++, next; b < blocks; b = next) {
+      next = unclaimed++;
       const int32_t* w = wp + b * block_ints;
-      const char* next = reinterpret_cast<const char*>(w + block_ints);
-      Prefetch prefetch{next, b + 1 < last ? next + block_ints * 4 : next, lines_per_step};
-      const int64_t cols = std::min(kBlock, n - b * kBlock);
-      block(xp, m, k2, w, yp + b * kBlock, n, cols, prefetch);
+      const char* ahead = reinterpret_cast<const char*>(wp + next * block_ints);
+      Prefetch prefetch{ahead, next < blocks ? ahead + block_ints * 4 : ahead, lines_per_step};
+      block(xp, m, k2, w, yp + b * kBlock, n, std::min(kBlock, n - b * kBlock), prefetch);
     }
   });
   return y;

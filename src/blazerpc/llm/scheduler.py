@@ -12,7 +12,7 @@ from .sequence import SeqState, Sequence
 @dataclass(frozen=True)
 class SchedulerConfig:
     max_num_seqs: int = 32
-    max_num_batched_tokens: int = 160  # tokens per step: one per decoding sequence, prompt chunks in the rest
+    max_num_batched_tokens: int = 128  # tokens per step: one per decoding sequence, prompt chunks in the rest
 
     def __post_init__(self) -> None:
         for name in ("max_num_seqs", "max_num_batched_tokens"):
