@@ -112,8 +112,8 @@ torch::Tensor packed_linear(torch::Tensor x, torch::Tensor packed, int64_t n) {
     for (int64_t b = unclaimed++, next; b < blocks; b = next) {
       next = unclaimed++;
       const int32_t* w = wp + b * block_ints;
-      const char* ahead = reinterpret_cast<const char*>(wp + next * block_ints);
-      Prefetch prefetch{ahead, next < blocks ? ahead + block_ints * 4 : ahead, lines_per_step};
+      const char* ahead = next < blocks ? reinterpret_cast<const char*>(wp + next * block_ints) : nullptr;
+      Prefetch prefetch{ahead, ahead != nullptr ? ahead + block_ints * 4 : nullptr, lines_per_step};
       block(xp, m, k2, w, yp + b * kBlock, n, std::min(kBlock, n - b * kBlock), prefetch);
     }
   });
