@@ -24,8 +24,9 @@ class Linear(Module):
       prefill goes to ``F.linear``. With one thread, one row uses a pre-transposed copy.
     - bfloat16 weights (``Llama.cast_weights``) on a CPU with AVX512-BF16: every number of rows
       goes to our kernel over W packed once at load (``packed_linear.cpp``), which overlaps
-      reading W with the arithmetic: for the default model's 30 layers and head, 1.3x oneDNN's
-      time at 1 row, 1.5x at 32, 1.3x at 160 (see there).
+      reading W with the arithmetic: over the default model's 30 layers, 1.4x oneDNN (W
+      prepacked) at 8-16 rows, 1.5x at 32, 1.18x at 128, even from 512 up; 1.3x+ the
+      few-rows kernel below at 1-4 rows.
     - bfloat16 weights on other CPUs: oneDNN in bfloat16 is ~2x float32 from 8 rows up, and
       ~1.4x more with W packed once in its blocked layout (``torch.ops.mkldnn._reorder_linear_weight``,
       as Inductor and vLLM's CPU backend do) instead of on every call. It reads W at ~11-14 GB/s
@@ -87,9 +88,9 @@ class Linear(Module):
         rows = x.shape[0]
         if self.quantized is not None and rows <= self.QUANT_ROWS:
             return quant.quantized_linear(x, self.quantized, self.isa)
-        can_split = self.weight_f32 is not None and torch.get_num_threads() >= 2
         if self.packed is not None and self.weight_blocks is not None:
             return self.packed(x, self.weight_blocks, self.weight.shape[0])
+        can_split = self.weight_f32 is not None and torch.get_num_threads() >= 2
         if self.weight.dtype != x.dtype:  # reduced-precision weights: multiply in their dtype
             if self.few_rows is not None and rows <= self.KERNEL_ROWS:
                 return self.few_rows(x, self.weight)
