@@ -1,4 +1,9 @@
+# ruff: noqa: E402  (the cap below comes before anything that may load torch)
 from __future__ import annotations
+
+from blazerpc.llm import cpu
+
+cpu.apply_cap()  # BLAZE_CPU_ISA=avx2 caps torch's and oneDNN's dispatch too: before torch loads
 
 import asyncio
 import contextlib

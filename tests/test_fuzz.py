@@ -184,7 +184,7 @@ def test_fuzzed_requests_get_no_server_errors_and_health_stays_fast(target: tupl
     print(f"{sum(seen.values())} fuzzed requests ({len(watch.latencies)} /health polls, p99 {p99 * 1000:.1f} ms):")
     for (what, how, code), count in sorted(seen.items()):
         print(f"  {what:28} {how:9} {code:4} x {count}")
-    assert not watch.failures and p99 < 0.1  # an order of magnitude; the figure itself is printed above
+    assert not watch.failures and p99 < 0.5  # an order of magnitude (stalls were seconds); the figure is printed above
     name = next(iter(app.registry)).name
     body = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in VALID[name].items()}
     assert httpx.post(f"http://127.0.0.1:{http_port}/{name}", json=body, timeout=60).status_code == 200

@@ -39,7 +39,7 @@ async def test_closing_a_stream_cancels_it_on_the_server(how: str) -> None:
         closed = time.monotonic()
         assert first["token"] == "x0"
         await until(lambda: "generate" in probe.finished, timeout=2)
-        assert probe.finished["generate"] - closed < 0.1
+        assert probe.finished["generate"] - closed < 1.0  # an order of magnitude: ~1,000 s were left
         assert await client.predict("echo", text="ok") == "ok"
 
 

@@ -132,7 +132,7 @@ async def test_cancelled_stream_runs_the_generator_finally_promptly(model: str) 
         await until(lambda: model in probe.finished, timeout=2)
         latency = probe.finished[model] - cancelled_at
         print(f"{model}: finally ran {latency * 1000:.1f} ms after the client cancelled")
-        assert latency < 0.1
+        assert latency < 1.0  # an order of magnitude: the stream had ~100 s left
 
 
 async def test_generator_that_never_awaits_does_not_starve_other_clients() -> None:

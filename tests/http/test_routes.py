@@ -121,7 +121,7 @@ async def test_client_disconnect_stops_the_generator(model: str) -> None:
         await until(lambda: model in probe.finished, timeout=2)
         latency = probe.finished[model] - closed
         print(f"{model}: finally ran {latency * 1000:.1f} ms after the socket closed")
-        assert latency < 0.1
+        assert latency < 1.0  # an order of magnitude: the stream had ~1,000 s left
 
 
 async def test_health_answers_while_cpu_bound_sync_streams_run() -> None:

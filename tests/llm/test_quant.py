@@ -11,13 +11,12 @@ from gguf.constants import GGMLQuantizationType
 from gguf.quants import dequantize as gguf_dequantize
 from gguf.quants import quantize as gguf_quantize
 
-from blazerpc.llm import kernels, quant
+from blazerpc.llm import cpu, kernels, quant
 from blazerpc.llm.linear import Linear
 
 native = kernels.native()
 needs_native = pytest.mark.skipif(native is None, reason="the native kernels could not be built here (no compiler?)")
-cpu = torch.cpu
-RUNNABLE = [0] + [1] * cpu._is_avx2_supported() + [2] * (cpu._is_avx512_supported() and cpu._is_vnni_supported())
+RUNNABLE = [0] + [1] * cpu.at_least("avx2") + [2] * cpu.at_least("avx512")  # as BLAZE_CPU_ISA caps them
 PATHS = [pytest.param(isa, id=quant.ISAS[isa]) for isa in RUNNABLE]
 
 

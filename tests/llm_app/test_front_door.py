@@ -56,8 +56,10 @@ def test_health_answers_fast_while_a_1_mb_prompt_is_checked(llm_server: tuple[in
     latencies, codes = asyncio.run(go())
     assert codes == [422] * 6
     p99 = statistics.quantiles(latencies, n=100)[98] if len(latencies) > 1 else latencies[0]
-    print(f"/health during 1 MB prompts: {len(latencies)} polls, p99 {p99 * 1000:.1f} ms")
-    assert p99 < 0.05
+    worst = max(latencies)
+    print(f"/health during 1 MB prompts: {len(latencies)} polls, p99 {p99 * 1000:.1f} ms, worst {worst * 1000:.1f} ms")
+    # An order of magnitude, not a timing: checking the prompts on the loop stalled it for seconds.
+    assert worst < 1.0
 
 
 def test_a_request_sent_as_soon_as_the_port_accepts_is_answered(tiny_dir: Path, process_cleanup: list) -> None:

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import torch
 
+from . import cpu
 from .config import EngineConfig
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def native_bf16(device: str) -> bool:
-    """Whether the hardware multiplies bfloat16 natively (AVX512-BF16 or AMX on CPU)."""
+    """Whether the hardware multiplies bfloat16 natively (AVX512-BF16 on CPU, as ``cpu.isa()`` says)."""
     if device.startswith("cuda"):
         return bool(torch.cuda.is_bf16_supported())
-    cpu = torch.cpu
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, hence getattr
-    return any(getattr(cpu, name, lambda: False)() for name in checks)
+    return cpu.at_least("avx512_bf16")
 
 
 def torch_device(config: EngineConfig) -> str:

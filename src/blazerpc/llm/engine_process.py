@@ -41,6 +41,9 @@ def engine_main(conn: Connection, model_path: str, config: EngineConfig) -> None
     # Ctrl-C in a terminal reaches the whole process group; the server decides when the engine
     # stops (after its grace period), by ``Shutdown`` or by closing the pipe.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from . import cpu
+
+    cpu.apply_cap()  # before torch loads: it reads the caps then
     import torch
 
     from .device import torch_device, torch_dtype, weight_format

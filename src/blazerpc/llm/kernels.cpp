@@ -4,8 +4,8 @@
 // few_rows_linear: y = x @ W.T for a handful of rows x (float32) and bfloat16 weights W.
 // Such products are bound by how fast W streams from memory; torch's bfloat16 kernels read it
 // at ~11-14 GB/s on one core for one row. Here each thread takes a range of W's rows and
-// widens 16 weights at a time to float32 for the dot products with every x row (AVX-512;
-// elsewhere plain loops, left to the compiler).
+// widens a vector of weights at a time to float32 for the dot products with every x row
+// (simd.h: AVX-512, AVX2, or plain loops).
 
 #include <torch/extension.h>
 
@@ -16,10 +16,7 @@
 #include <type_traits>
 #include <vector>
 
-
-#ifdef __AVX512F__
-#include <immintrin.h>
-#endif
+#include "simd.h"
 
 namespace {
 
@@ -29,26 +26,24 @@ constexpr int64_t kMaxRows = 8;
 // enough to keep the FMA units busy while W streams in.
 template <int M, int R>
 inline void dots(const float* x, const at::BFloat16* w, float* y, int64_t n, int64_t k) {
+  using simd::kWidth;
   float sums[R][M] = {};
   int64_t i = 0;
-#ifdef __AVX512F__
-  __m512 acc[R][M];
-  for (int j = 0; j < R; ++j)
-    for (int r = 0; r < M; ++r) acc[j][r] = _mm512_setzero_ps();
-  for (; i + 16 <= k; i += 16) {
-    __m512 wv[R];
-    for (int j = 0; j < R; ++j) {  // 16 weights: a bfloat16 is the top half of a float32
-      const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + j * k + i));
-      wv[j] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
+  if constexpr (kWidth > 1) {
+    simd::Vec acc[R][M];
+    for (int j = 0; j < R; ++j)
+      for (int r = 0; r < M; ++r) acc[j][r] = simd::zero();
+    for (; i + kWidth <= k; i += kWidth) {
+      simd::Vec wv[R];
+      for (int j = 0; j < R; ++j) wv[j] = simd::load(w + j * k + i);  // widened to float32
+      for (int r = 0; r < M; ++r) {
+        const simd::Vec xv = simd::load(x + r * k + i);
+        for (int j = 0; j < R; ++j) acc[j][r] = simd::fmadd(xv, wv[j], acc[j][r]);
+      }
     }
-    for (int r = 0; r < M; ++r) {
-      const __m512 xv = _mm512_loadu_ps(x + r * k + i);
-      for (int j = 0; j < R; ++j) acc[j][r] = _mm512_fmadd_ps(xv, wv[j], acc[j][r]);
-    }
+    for (int j = 0; j < R; ++j)
+      for (int r = 0; r < M; ++r) sums[j][r] = simd::sum(acc[j][r]);
   }
-  for (int j = 0; j < R; ++j)
-    for (int r = 0; r < M; ++r) sums[j][r] = _mm512_reduce_add_ps(acc[j][r]);
-#endif
   for (; i < k; ++i)
     for (int j = 0; j < R; ++j)
       for (int r = 0; r < M; ++r) sums[j][r] += x[r * k + i] * static_cast<float>(w[j * k + i]);
@@ -58,7 +53,7 @@ inline void dots(const float* x, const at::BFloat16* w, float* y, int64_t n, int
 
 template <int M>
 void few_rows(const float* x, const at::BFloat16* w, float* y, int64_t n, int64_t k) {
-  constexpr int R = M <= 2 ? 4 : 2;
+  constexpr int R = M <= 2 ? 4 : (simd::kRegisters >= 32 || M <= 4 ? 2 : 1);  // R * M accumulators in registers
   at::parallel_for(0, n, 64, [&](int64_t begin, int64_t end) {
     int64_t j = begin;
     for (; j + R <= end; j += R) dots<M, R>(x, w + j * k, y + j, n, k);
@@ -98,7 +93,7 @@ torch::Tensor paged_decode(torch::Tensor q, torch::Tensor k_cache, torch::Tensor
 torch::Tensor decode_attention(torch::Tensor qkv, torch::Tensor cos, torch::Tensor sin, torch::Tensor k_cache,
                                torch::Tensor v_cache, torch::Tensor slot_blocks, torch::Tensor slot_offsets,
                                torch::Tensor tables, torch::Tensor lens, int64_t n_heads, double scale);  // paged_attention.cpp
-torch::Tensor packed_linear(torch::Tensor x, torch::Tensor packed, int64_t n);  // packed_linear.cpp
+torch::Tensor packed_linear(torch::Tensor x, torch::Tensor packed, int64_t n, int64_t isa);  // packed_linear.cpp
 torch::Tensor quant_linear(torch::Tensor x, torch::Tensor u, torch::Tensor scale, torch::Tensor min, int64_t n,
                            int64_t bits, int64_t isa);  // quant.cpp
 
@@ -175,6 +170,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("silu_mul", &silu_mul, "silu(gate) * up of float32 rows [gate | up]");
   m.def("quant_linear", &quant_linear, "x @ w.T for a few float32 rows and 8- or 4-bit weights (quant.cpp)");
   m.def("paged_decode", &paged_decode, "decode attention over a paged KV cache");
-  m.def("packed_linear", &packed_linear, "x @ w.T for float32 rows and bfloat16 w packed in blocks (packed_linear.cpp)");
+  m.def("packed_linear", &packed_linear, "x @ w.T for float32 rows and bfloat16 w packed in blocks (packed_linear.cpp; isa 0 AVX-512 BF16, 1 AVX2)");
   m.def("few_rows_linear", &few_rows_linear, "x @ w.T for a few float32 rows and bfloat16 weights");
 }

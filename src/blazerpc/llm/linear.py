@@ -8,8 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import kernels, quant
+from . import cpu, kernels, quant
 from .module import Module
+
+PACKED_BF16, PACKED_AVX2 = 0, 1  # packed_linear.cpp's paths
 
 
 class Linear(Module):
@@ -26,8 +28,9 @@ class Linear(Module):
       goes to our kernel over W packed once at load (``packed_linear.cpp``), which overlaps
       reading W with the arithmetic: over the default model's 30 layers, 1.4x oneDNN (W
       prepacked) at 8-16 rows, 1.5x at 32, 1.18x at 128, even from 512 up; 1.3x+ the
-      few-rows kernel below at 1-4 rows.
-    - bfloat16 weights on other CPUs: oneDNN in bfloat16 is ~2x float32 from 8 rows up, and
+      few-rows kernel below at 1-4 rows. On AVX2 CPUs (and AVX-512 ones without BF16) the same
+      kernel and layout widen W's pairs to float32 and multiply float32 x (see there).
+    - bfloat16 weights without the native kernels: oneDNN in bfloat16 is ~2x float32 from 8 rows up, and
       ~1.4x more with W packed once in its blocked layout (``torch.ops.mkldnn._reorder_linear_weight``,
       as Inductor and vLLM's CPU backend do) instead of on every call. It reads W at ~11-14 GB/s
       for 1-4 rows: those go to ``kernels.cpp``'s few-rows kernel (1.3-1.5x torch's), or, where
@@ -50,7 +53,8 @@ class Linear(Module):
     weight_onednn: Tensor | None
     weight_packed: Tensor | None  # bfloat16 W in oneDNN's blocked layout
     weight_blocks: Tensor | None  # bfloat16 W in packed_linear.cpp's layout (see pack_blocks)
-    packed: Callable[[Tensor, Tensor, int], Tensor] | None  # packed_linear.cpp's packed_linear
+    packed: Callable[[Tensor, Tensor, int, int], Tensor] | None  # packed_linear.cpp's packed_linear
+    packed_isa: int  # its path: PACKED_BF16 or PACKED_AVX2
     few_rows: Callable[[Tensor, Tensor], Tensor] | None  # kernels.cpp's few_rows_linear
     quantized: quant.QuantizedWeight | None
 
@@ -59,6 +63,7 @@ class Linear(Module):
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         self.weight_f32 = self.weight_t = self.weight_onednn = self.weight_packed = self.weight_blocks = None
         self.few_rows = self.packed = self.quantized = None
+        self.packed_isa = PACKED_BF16
         self.isa = quant.best_isa()
 
     def quantize(self, bits: int) -> None:
@@ -70,12 +75,14 @@ class Linear(Module):
             return
         w = self.weight.detach()
         module = kernels.native()
-        if w.dtype == torch.bfloat16 and module is not None and torch.cpu._is_avx512_bf16_supported():
+        if w.dtype == torch.bfloat16 and module is not None and cpu.at_least("avx2"):
             self.weight_blocks, self.packed = pack_blocks(w), module.packed_linear
+            self.packed_isa = PACKED_BF16 if cpu.at_least("avx512_bf16") else PACKED_AVX2
             return
         if w.dtype == torch.bfloat16 and module is not None:
             self.few_rows = module.few_rows_linear
-        if w.dtype == torch.bfloat16 and torch.backends.mkldnn.is_available():  # type: ignore[no-untyped-call]
+        # torch's bfloat16 reorder needs AVX-512 (BW, VL, DQ) or AVX-NE-CONVERT, and raises elsewhere
+        if w.dtype == torch.bfloat16 and torch.backends.mkldnn.is_available() and cpu.at_least("avx512"):  # type: ignore[no-untyped-call]
             self.weight_packed = torch.ops.mkldnn._reorder_linear_weight(w, None)
         elif w.shape[0] % 2 == 0:
             self.weight_f32 = w.float()  # no copy when W is float32
@@ -89,7 +96,7 @@ class Linear(Module):
         if self.quantized is not None and rows <= self.QUANT_ROWS:
             return quant.quantized_linear(x, self.quantized, self.isa)
         if self.packed is not None and self.weight_blocks is not None:
-            return self.packed(x, self.weight_blocks, self.weight.shape[0])
+            return self.packed(x, self.weight_blocks, self.weight.shape[0], self.packed_isa)
         can_split = self.weight_f32 is not None and torch.get_num_threads() >= 2
         if self.weight.dtype != x.dtype:  # reduced-precision weights: multiply in their dtype
             if self.few_rows is not None and rows <= self.KERNEL_ROWS:

@@ -6,7 +6,8 @@
 // sequences' blocks gathered into a padded copy first, which costs more than the attention
 // itself. Here each (rows of one sequence, KV head) reads its blocks in place: keys are stored
 // transposed per block, (head_dim, block_size), so the scores of a block's tokens for a query
-// are a few vector FMAs per dimension, with no horizontal sums.
+// are a few vector FMAs per dimension, with no horizontal sums. Written once over simd.h's
+// vectors: 16 lanes with AVX-512, 8 with AVX2, plain loops elsewhere.
 //
 // Consecutive rows of one sequence (same block table, lengths one apart: a prompt chunk) are
 // attended together, up to kGroupRows of them: each key and value block is read once for all
@@ -26,38 +27,30 @@
 #include <type_traits>
 #include <vector>
 
-#ifdef __AVX512F__
-#include <immintrin.h>
-#endif
+#include "simd.h"
 
 namespace {
 
+using simd::kWidth;
+using simd::Vec;
+
 constexpr int64_t kGroupRows = 8;  // rows of one sequence attended together
-constexpr int kPass = 6;           // queries per pass over a block: 2 x 6 score registers, 6 x 4 output registers
-constexpr int64_t kAhead = 1;      // items whose blocks are prefetched ahead
+constexpr int64_t kBlockTokens = 16;  // the block size the vector paths take (the engine's default)
+constexpr int kPass = 6;              // queries per pass over a block or a value row
+// Vectors of output columns per pass over the values: N queries x kValueVecs accumulators, the
+// value row's kValueVecs and a probability fit in the registers (29 of 32 with AVX-512, 15 of 16
+// with AVX2).
+constexpr int kValueVecs = kWidth == 16 ? 4 : 2;
+constexpr bool kVectors = kWidth > 1;  // elsewhere, the plain loops below
+constexpr int64_t kAhead = 1;          // items whose blocks are prefetched ahead
 
-// Float32 copies of n cache values (bfloat16 is the top half of a float32).
-inline void widen(const float* src, float* dst, int64_t n) { std::copy(src, src + n, dst); }
-
-inline void widen(const at::BFloat16* src, float* dst, int64_t n) {
+// Float32 copies of n cache values.
+template <typename T>
+inline void widen(const T* src, float* dst, int64_t n) {
   int64_t i = 0;
-#ifdef __AVX512F__
-  for (; i + 16 <= n; i += 16) {
-    const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i));
-    _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16)));
-  }
-#endif
+  for (; kVectors && i + kWidth <= n; i += kWidth) simd::store(dst + i, simd::load(src + i));
   for (; i < n; ++i) dst[i] = static_cast<float>(src[i]);
 }
-
-#ifdef __AVX512F__
-inline __m512 load16(const float* src) { return _mm512_loadu_ps(src); }
-
-inline __m512 load16(const at::BFloat16* src) {
-  const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src));
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
-}
-#endif
 
 template <typename T>
 inline void prefetch(const T* p, int64_t n) {
@@ -97,80 +90,69 @@ std::vector<Group> row_groups(const int64_t* tables, const int64_t* lens, int64_
   return groups;
 }
 
-#ifdef __AVX512F__
-// A block's 16 scores for N queries (rows of queries, D each): even and odd dimensions in two
-// chains of FMAs per query.
+// A block's 16 scores for N queries (rows of queries, D each): 16 / kWidth vectors per key row;
+// with one vector a row (AVX-512), even and odd dimensions in two chains of FMAs per query.
 template <int N, typename T>
 inline void block_scores(const float* queries, int64_t D, const T* k_block, float* scores, int64_t stride) {
-  __m512 acc[2][N];
-  for (int j = 0; j < N; ++j) acc[0][j] = acc[1][j] = _mm512_setzero_ps();
-  for (int64_t d = 0; d < D; d += 2) {
-    const __m512 k0 = load16(k_block + d * 16), k1 = load16(k_block + (d + 1) * 16);
-    for (int j = 0; j < N; ++j) {
-      acc[0][j] = _mm512_fmadd_ps(_mm512_set1_ps(queries[j * D + d]), k0, acc[0][j]);
-      acc[1][j] = _mm512_fmadd_ps(_mm512_set1_ps(queries[j * D + d + 1]), k1, acc[1][j]);
+  constexpr int KV = kBlockTokens / kWidth, C = KV == 1 ? 2 : 1;
+  Vec acc[C][KV][N];
+  for (int c = 0; c < C; ++c)
+    for (int v = 0; v < KV; ++v)
+      for (int j = 0; j < N; ++j) acc[c][v][j] = simd::zero();
+  for (int64_t d = 0; d < D; d += C)
+    for (int c = 0; c < C; ++c) {
+      Vec k[KV];
+      for (int v = 0; v < KV; ++v) k[v] = simd::load(k_block + (d + c) * kBlockTokens + v * kWidth);
+      for (int j = 0; j < N; ++j) {
+        const Vec q = simd::set1(queries[j * D + d + c]);
+        for (int v = 0; v < KV; ++v) acc[c][v][j] = simd::fmadd(q, k[v], acc[c][v][j]);
+      }
     }
-  }
-  for (int j = 0; j < N; ++j) _mm512_storeu_ps(scores + j * stride, _mm512_add_ps(acc[0][j], acc[1][j]));
+  for (int j = 0; j < N; ++j)
+    for (int v = 0; v < KV; ++v)
+      simd::store(scores + j * stride + v * kWidth, C == 2 ? simd::add(acc[0][v][j], acc[1][v][j]) : acc[0][v][j]);
 }
 
-// Outputs (64 wide) of N queries from their probabilities over the first n tokens.
-template <int N, typename T>
+// Columns col .. col + CV * kWidth of N queries' outputs from their probabilities over the first
+// n tokens (values in (BS, D) blocks).
+template <int N, int CV, typename T>
 inline void weighted_values(const float* probs, int64_t stride, const T* v_head, const int64_t* table, int64_t n,
-                            int64_t BS, float* const* outs) {
-  __m512 sums[N][4];
+                            int64_t BS, int64_t D, int64_t col, float* const* outs) {
+  Vec sums[N][CV];
   for (int j = 0; j < N; ++j)
-    for (int c = 0; c < 4; ++c) sums[j][c] = _mm512_setzero_ps();
+    for (int c = 0; c < CV; ++c) sums[j][c] = simd::zero();
   for (int64_t t = 0; t < n; ++t) {
-    const T* v = v_head + (table[t / BS] * BS + t % BS) * 64;  // (BS, 64) blocks
-    __m512 vt[4];
-    for (int c = 0; c < 4; ++c) vt[c] = load16(v + c * 16);
+    const T* v = v_head + (table[t / BS] * BS + t % BS) * D + col;
+    Vec vt[CV];
+    for (int c = 0; c < CV; ++c) vt[c] = simd::load(v + c * kWidth);
     for (int j = 0; j < N; ++j) {
-      const __m512 p = _mm512_set1_ps(probs[j * stride + t]);
-      for (int c = 0; c < 4; ++c) sums[j][c] = _mm512_fmadd_ps(p, vt[c], sums[j][c]);
+      const Vec p = simd::set1(probs[j * stride + t]);
+      for (int c = 0; c < CV; ++c) sums[j][c] = simd::fmadd(p, vt[c], sums[j][c]);
     }
   }
   for (int j = 0; j < N; ++j)
-    for (int c = 0; c < 4; ++c) _mm512_storeu_ps(outs[j] + c * 16, sums[j][c]);
+    for (int c = 0; c < CV; ++c) simd::store(outs[j] + col + c * kWidth, sums[j][c]);
 }
 
-// f<N>(args...) for a run-time 1 <= n <= kPass.
-template <template <int> class F, typename... Args>
-inline void up_to_pass(int n, Args&&... args) {
-  switch (n) {
-    case 1: return F<1>::run(args...);
-    case 2: return F<2>::run(args...);
-    case 3: return F<3>::run(args...);
-    case 4: return F<4>::run(args...);
-    case 5: return F<5>::run(args...);
-    default: return F<6>::run(args...);
+// F<n>(args...) for a run-time 1 <= n <= kPass.
+#define UP_TO_PASS(n, call)    \
+  switch (n) {                 \
+    case 1: call(1); break;    \
+    case 2: call(2); break;    \
+    case 3: call(3); break;    \
+    case 4: call(4); break;    \
+    case 5: call(5); break;    \
+    default: call(6); break;   \
   }
-}
 
-template <int N>
-struct BlockScores {
-  template <typename T>
-  static void run(const float* queries, int64_t D, const T* k_block, float* scores, int64_t stride) {
-    block_scores<N>(queries, D, k_block, scores, stride);
-  }
-};
-
-template <int N>
-struct WeightedValues {
-  template <typename T>
-  static void run(const float* probs, int64_t stride, const T* v_head, const int64_t* table, int64_t n, int64_t BS,
-                  float* const* outs) {
-    weighted_values<N>(probs, stride, v_head, table, n, BS, outs);
-  }
-};
-#endif
-
-// G query heads per KV head, head size D, block size BS; 0: known only at run time. With D = 64
-// and BS = 16, AVX-512 keeps a block's scores and the outputs of up to kPass queries in registers.
-template <typename T, int G_, int D_, int BS_>
+// G query heads per KV head, head size D; 0: known only at run time. The vector paths take
+// blocks of 16 tokens and head sizes that are a multiple of the vector width (64, 80, 96, 128,
+// 256: every model we load); anything else takes the plain loops.
+template <typename T, int G_, int D_>
 void paged(const float* q, const T* k_cache, const T* v_cache, const int64_t* tables, const int64_t* lens, float* out,
            const Shape& s) {
-  const int64_t G = G_ ? G_ : s.n_heads / s.n_kv_heads, D = D_ ? D_ : s.head_dim, BS = BS_ ? BS_ : s.block_size;
+  const int64_t G = G_ ? G_ : s.n_heads / s.n_kv_heads, D = D_ ? D_ : s.head_dim, BS = s.block_size;
+  const bool vectors = kVectors && BS == kBlockTokens && D % kWidth == 0;
   const int64_t block_elems = D * BS, width = s.table_width;
   const std::vector<Group> groups = row_groups(tables, lens, s.num_seqs, width);
   const int64_t items = static_cast<int64_t>(groups.size()) * s.n_kv_heads;
@@ -210,14 +192,16 @@ void paged(const float* q, const T* k_cache, const T* v_cache, const int64_t* ta
         // next key block and this block's values while this block's scores are computed
         if (b + 1 < blocks) prefetch(k_head + table[b + 1] * block_elems, block_elems);
         prefetch(v_head + table[b] * block_elems, block_elems);
-#ifdef __AVX512F__
-        if constexpr (BS_ == 16) {
-          for (int64_t j = 0; j < nq; j += kPass)
-            up_to_pass<BlockScores>(static_cast<int>(std::min<int64_t>(kPass, nq - j)), queries.data() + j * D, D,
-                                    k_block, scores.data() + j * stride + b * 16, stride);
+        if (vectors) {
+          for (int64_t j = 0; j < nq; j += kPass) {
+            const float* qs = queries.data() + j * D;
+            float* row = scores.data() + j * stride + b * kBlockTokens;
+#define SCORES(N) block_scores<N>(qs, D, k_block, row, stride)
+            UP_TO_PASS(static_cast<int>(std::min<int64_t>(kPass, nq - j)), SCORES)
+#undef SCORES
+          }
           continue;
         }
-#endif
         widen(k_block, keys.data(), block_elems);
         for (int64_t j = 0; j < nq; ++j) {
           float* row = scores.data() + j * stride + b * BS;
@@ -239,16 +223,25 @@ void paged(const float* q, const T* k_cache, const T* v_cache, const int64_t* ta
         for (int64_t t = 0; t < len; ++t) row[t] *= inv;
         std::fill(row + len, row + stride, 0.f);
       }
-#ifdef __AVX512F__
-      if constexpr (D_ == 64) {
+      if (vectors) {
         for (int64_t j = 0; j < nq; j += kPass) {
           const int64_t n = std::min<int64_t>(kPass, nq - j), tokens = lens[group.first + (j + n - 1) / G];
-          up_to_pass<WeightedValues>(static_cast<int>(n), scores.data() + j * stride, stride, v_head, table, tokens, BS,
-                                     outs.data() + j);
+          const float* probs = scores.data() + j * stride;
+          float* const* to = outs.data() + j;
+          int64_t col = 0;
+          for (; col + kValueVecs * kWidth <= D; col += kValueVecs * kWidth) {
+#define VALUES(N) weighted_values<N, kValueVecs>(probs, stride, v_head, table, tokens, BS, D, col, to)
+            UP_TO_PASS(static_cast<int>(n), VALUES)
+#undef VALUES
+          }
+          for (; col < D; col += kWidth) {
+#define VALUES(N) weighted_values<N, 1>(probs, stride, v_head, table, tokens, BS, D, col, to)
+            UP_TO_PASS(static_cast<int>(n), VALUES)
+#undef VALUES
+          }
         }
         continue;
       }
-#endif
       acc.assign(nq * D, 0.f);
       for (int64_t b = 0; b < blocks; ++b) {
         const int64_t n = std::min(BS, longest - b * BS);
@@ -264,20 +257,22 @@ void paged(const float* q, const T* k_cache, const T* v_cache, const int64_t* ta
   });
 }
 
+#undef UP_TO_PASS
+
 template <typename T>
 void paged_dispatch(const float* q, const T* k, const T* v, const int64_t* tables, const int64_t* lens, float* out,
                     const Shape& s) {
   const int64_t g = s.n_heads / s.n_kv_heads;
-  if (s.head_dim == 64 && s.block_size == 16) {
+  if (s.head_dim == 64) {
     switch (g) {
-      case 1: return paged<T, 1, 64, 16>(q, k, v, tables, lens, out, s);
-      case 2: return paged<T, 2, 64, 16>(q, k, v, tables, lens, out, s);
-      case 3: return paged<T, 3, 64, 16>(q, k, v, tables, lens, out, s);
-      case 4: return paged<T, 4, 64, 16>(q, k, v, tables, lens, out, s);
-      case 8: return paged<T, 8, 64, 16>(q, k, v, tables, lens, out, s);
+      case 1: return paged<T, 1, 64>(q, k, v, tables, lens, out, s);
+      case 3: return paged<T, 3, 64>(q, k, v, tables, lens, out, s);
+      case 4: return paged<T, 4, 64>(q, k, v, tables, lens, out, s);
     }
+    return paged<T, 0, 64>(q, k, v, tables, lens, out, s);
   }
-  paged<T, 0, 0, 0>(q, k, v, tables, lens, out, s);
+  if (s.head_dim == 128) return paged<T, 0, 128>(q, k, v, tables, lens, out, s);
+  paged<T, 0, 0>(q, k, v, tables, lens, out, s);
 }
 
 }  // namespace

@@ -28,10 +28,12 @@
 #include <cstring>
 #include <vector>
 
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
-
+#define QUANT_X86 1
 #define TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c,fma")))
 #define TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+#endif
 
 namespace {
 
@@ -114,6 +116,7 @@ void portable(const Weights& w, const Activations& a, int64_t m, float* y, int64
   }
 }
 
+#ifdef QUANT_X86
 TARGET_AVX512 inline __m512i broadcast4(const int8_t* p) {  // 4 values of x in every lane
   int32_t four;
   std::memcpy(&four, p, sizeof(four));
@@ -246,6 +249,8 @@ void tiles(const Weights& w, const Activations& a, int64_t m, float* y, int64_t 
   }
 }
 
+#endif  // QUANT_X86
+
 }  // namespace
 
 // x (M, K) float32; u (N16 / 16, G, 16 * 32 * bits / 8) uint8; scale, min (N16 / 16, G, 16) float16
@@ -256,6 +261,9 @@ torch::Tensor quant_linear(torch::Tensor x, torch::Tensor u, torch::Tensor scale
   TORCH_CHECK(x.dim() == 2 && x.dtype() == torch::kFloat32, "x: (rows, K) float32");
   TORCH_CHECK(bits == 8 || bits == 4, "bits must be 8 or 4, got ", bits);
   TORCH_CHECK(isa >= kPortable && isa <= kAvx512Vnni, "isa must be 0, 1 or 2, got ", isa);
+#ifndef QUANT_X86
+  TORCH_CHECK(isa == kPortable, "isa ", isa, " needs an x86 CPU");
+#endif
   TORCH_CHECK(u.dim() == 3 && u.dtype() == torch::kUInt8 && u.is_contiguous() && u.size(2) == kTile * kGroup * bits / 8,
               "u: contiguous (N / 16, K / 32, ", kTile * kGroup * bits / 8, ") uint8");
   TORCH_CHECK(scale.dtype() == torch::kFloat16 && min.dtype() == torch::kFloat16 && scale.is_contiguous() &&
@@ -276,9 +284,11 @@ torch::Tensor quant_linear(torch::Tensor x, torch::Tensor u, torch::Tensor scale
   const int64_t grain = std::max<int64_t>(1, 16384 / (w.block() * groups));
   at::parallel_for(0, tiles_n, grain, [&](int64_t first, int64_t last) {
     if (isa == kPortable) return portable(w, a, m, out, first, last);
+#ifdef QUANT_X86
     if (isa == kAvx2)
       return bits == 8 ? tiles<8, false>(w, a, m, out, first, last) : tiles<4, false>(w, a, m, out, first, last);
     bits == 8 ? tiles<8, true>(w, a, m, out, first, last) : tiles<4, true>(w, a, m, out, first, last);
+#endif
   });
   return y;
 }

@@ -15,14 +15,13 @@ then packed for ``quant.cpp``: each tile of 16 rows keeps a group's bytes togeth
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import kernels
+from . import cpu, kernels
 
 GROUP = 32
 TILE = 16
@@ -104,13 +103,11 @@ def quantized_linear(x: Tensor, q: QuantizedWeight, isa: int) -> Tensor:
     return out
 
 
-@functools.cache
 def best_isa() -> int:
-    """The fastest of ``quant.cpp``'s paths this CPU runs (detected, never assumed)."""
-    cpu = torch.cpu
-    if cpu._is_avx512_supported() and cpu._is_vnni_supported():
+    """The fastest of ``quant.cpp``'s paths the engine may run here (``cpu.isa()``: detected, or capped)."""
+    if cpu.at_least("avx512"):
         return ISAS.index("avx512_vnni")
-    if cpu._is_avx2_supported():
+    if cpu.at_least("avx2"):
         return ISAS.index("avx2")
     return ISAS.index("portable")
 
