@@ -41,7 +41,9 @@ def cpu_line() -> str:
     """The CPU the numbers were measured on (machines differ: some have bf16 instructions)."""
     info = Path("/proc/cpuinfo").read_text()
     name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    return f"CPU: {name}, {os.cpu_count()} cores, avx512_bf16: {'avx512_bf16' in info}"
+    from blazerpc.llm import cpu
+
+    return f"CPU: {name}, {os.cpu_count()} cores, avx512_bf16: {'avx512_bf16' in info}, engine runs as: {cpu.describe()}"
 
 
 def tls_files(directory: Path) -> dict[str, Path]:

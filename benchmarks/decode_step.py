@@ -16,7 +16,7 @@ import statistics
 import time
 
 import torch
-from _common import table
+from _common import cpu_line, table
 
 from blazerpc.llm.config import EngineConfig
 from blazerpc.llm.device import DTYPES, torch_dtype
@@ -27,18 +27,21 @@ from blazerpc.llm.sequence import Sequence
 
 
 def step_times(engine: LLMEngine, streams: int, steps: int) -> list[float]:
+    """``steps`` steps in which all ``streams`` sequences decode (after every prompt is in)."""
     prompt = engine.tokenizer.encode("Write a long story about a lighthouse keeper and the sea. " * 8)[:100]
-    params = SamplingParams(max_tokens=steps + 1, temperature=0.0, ignore_eos=True)
+    params = SamplingParams(max_tokens=4 * steps + 64, temperature=0.0, ignore_eos=True)  # more than measured
     for i in range(streams):
         engine.add(Sequence([*prompt[:-1], prompt[-1] + i], params), lambda event: None)
     while any(not seq.output_ids for seq in engine.seqs.values()):  # prefill every prompt
         engine.step()
-    times = []
-    while engine.has_work:
+    times: list[float] = []
+    while len(times) < steps:
         started = time.perf_counter()
         advanced = engine.step()
         if advanced == streams:
             times.append(time.perf_counter() - started)
+    for seq_id in list(engine.seqs):
+        engine.abort(seq_id)
     return times
 
 
@@ -48,13 +51,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--weights", default="full,int8,int4")
-    parser.add_argument("--dtype", default="auto", choices=["auto", *DTYPES])
+    parser.add_argument("--dtype", default="auto", help=f"auto, {', '.join(DTYPES)}, or several, comma-separated")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
-    config = EngineConfig(dtype=args.dtype, prefix_caching=False)
-    dtype = torch_dtype(config)
-    formats = args.weights.split(",")
-    engines = {f: LLMEngine(load(dtype=dtype, weights=f), config) for f in formats}
+    print(cpu_line())
+    formats = []  # (dtype, weights) pairs, the first the baseline
+    engines = {}
+    for name in args.dtype.split(","):
+        config = EngineConfig(dtype=name, prefix_caching=False)
+        dtype = torch_dtype(config)
+        for weights in args.weights.split(","):
+            fmt = f"{str(dtype).removeprefix('torch.')} {weights}"
+            formats.append(fmt)
+            engines[fmt] = LLMEngine(load(dtype=dtype, weights=weights), config)
     levels = [int(s) for s in args.streams.split(",")]
     results: dict[tuple[str, int], list[float]] = {}
     for _ in range(args.rounds):
@@ -69,7 +78,7 @@ def main() -> None:
             p99 = statistics.quantiles(results[fmt, streams], n=100)[98] * 1000
             tok_s, ratio = streams / ms * 1000, base * 1000 / ms
             rows.append([str(streams), fmt, f"{ms:.2f}", f"{p99:.2f}", f"{tok_s:.0f}", f"{ratio:.2f}"])
-    print(f"dtype {dtype}, {torch.get_num_threads()} threads")
+    print(f"{torch.get_num_threads()} threads")
     print(table(["streams", "weights", "step ms p50", "step ms p99", "tok/s", f"ratio vs {formats[0]}"], rows))
     if args.profile:
         for fmt, engine in engines.items():

@@ -49,7 +49,7 @@ def main() -> None:
             torch.nn.init.normal_(layer.weight, std=0.02)
             if fmt != "bf16":
                 layer.quantize(quant.FORMATS[fmt])
-                layer.QUANT_ROWS = 64  # every row count here goes to quant.cpp
+                layer.quant_rows = 64  # every row count here goes to quant.cpp
             layer.weight.data = layer.weight.data.bfloat16()
             layer.prepare_decode()
             layers[fmt] = layer

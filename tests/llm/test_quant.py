@@ -104,7 +104,7 @@ def test_linear_uses_the_quantized_weights_for_few_rows_only(bits: int) -> None:
     torch.nn.init.normal_(linear.weight)
     linear.quantize(bits)
     assert linear.quantized is not None
-    few, many = torch.randn(Linear.QUANT_ROWS, 576), torch.randn(Linear.QUANT_ROWS + 1, 576)
+    few, many = torch.randn(linear.quant_rows, 576), torch.randn(linear.quant_rows + 1, 576)
     with torch.inference_mode():
         torch.testing.assert_close(linear(few), quant.quantized_linear(few, linear.quantized, quant.best_isa()))
         torch.testing.assert_close(linear(many), F.linear(many, linear.weight))

@@ -10,8 +10,9 @@ torch loads. Each class has every instruction of the one before it:
 
 ``BLAZE_CPU_ISA=avx2`` (or ``portable``, ``avx512``) makes a bigger CPU run as that class:
 our kernels' build and paths, bfloat16 detection and ``--dtype/--weights auto`` follow it,
-and so do torch's own dispatch and oneDNN's, through ``ATEN_CPU_CAPABILITY`` and
-``ONEDNN_MAX_CPU_ISA`` (which they read when torch loads: ``apply_cap`` sets them). The
+and so do torch's own dispatch, oneDNN's and MKL's, through ``ATEN_CPU_CAPABILITY``,
+``ONEDNN_MAX_CPU_ISA`` and ``MKL_ENABLE_INSTRUCTIONS`` (read when torch loads: ``apply_cap``
+sets them). The
 suite runs the LLM tests both ways on an AVX-512 machine with it (docs/llm.md).
 """
 
@@ -29,11 +30,15 @@ REQUIRED = {
     "avx512": frozenset({"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni"}),
     "avx512_bf16": frozenset({"avx512_bf16"}),
 }
-# What torch's dispatch (ATEN_CPU_CAPABILITY) and oneDNN (ONEDNN_MAX_CPU_ISA) are capped to per class
+# What torch's dispatch, oneDNN and MKL (torch's float32 matrix products) are capped to per class
 TORCH_CAPS = {
-    "portable": ("default", "SSE41"),
-    "avx2": ("avx2", "AVX2"),
-    "avx512": ("avx512", "AVX512_CORE_VNNI"),
+    "portable": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"},
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+    "avx512": {
+        "ATEN_CPU_CAPABILITY": "avx512",
+        "ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX512",
+    },
 }
 CAP_VARIABLE = "BLAZE_CPU_ISA"
 
@@ -96,7 +101,7 @@ def missing(name: str) -> list[str]:
 
 
 def apply_cap() -> None:
-    """Cap torch's dispatch and oneDNN to ``BLAZE_CPU_ISA`` for this process and its children.
+    """Cap torch's dispatch, oneDNN and MKL to ``BLAZE_CPU_ISA`` for this process and its children.
 
     They read their variables when torch loads, so call this before (the engine process's
     entry does; so does the test suite's conftest). A variable already set is left alone.
@@ -104,9 +109,8 @@ def apply_cap() -> None:
     capped = cap()
     if capped is None or capped not in TORCH_CAPS:
         return
-    aten, onednn = TORCH_CAPS[capped]
-    os.environ.setdefault("ATEN_CPU_CAPABILITY", aten)
-    os.environ.setdefault("ONEDNN_MAX_CPU_ISA", onednn)
+    for name, value in TORCH_CAPS[capped].items():
+        os.environ.setdefault(name, value)
 
 
 def describe() -> str:

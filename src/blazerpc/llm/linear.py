@@ -36,7 +36,7 @@ class Linear(Module):
       for 1-4 rows: those go to ``kernels.cpp``'s few-rows kernel (1.3-1.5x torch's), or, where
       it could not be built, one row takes the float32 split on a float32 copy.
 
-    - quantized weights (``quantize``: int8 or int4, ``quant.cpp``): up to ``QUANT_ROWS`` rows
+    - quantized weights (``quantize``: int8 or int4, ``quant.cpp``): up to ``quant_rows`` rows
       read them instead, 2-3.5x fewer bytes than bfloat16; more rows are compute-bound and go
       to the float weights above.
 
@@ -46,7 +46,13 @@ class Linear(Module):
     SPLIT_ROWS = 4  # up to this many rows, split float32 W in halves across two cores
     ONEDNN_ROWS = 64
     KERNEL_ROWS = 4  # up to this many rows, bfloat16 W goes to kernels.cpp
-    QUANT_ROWS = 8  # up to this many rows, quantized W (when there is one) goes to quant.cpp
+    # Up to how many rows quantized W (when there is one) goes to quant.cpp, by CPU class and bits:
+    # where it stops beating the class's float products (docs/llm.md, measured over the default
+    # model's matrices). With AVX-512 VNNI, 8 (the packed bfloat16 kernel is fast from 9 rows on);
+    # with AVX2, int4 beats float32 (MKL) up to ~40 rows (54.3 vs 69.4 ms over 30 layers at 32 rows,
+    # 82.2 vs 73.7 at 48) and int8 up to ~20 (42.6 vs 51.9 at 16, 59.6 vs 59.0 at 24).
+    QUANT_ROWS = {"avx2": {4: 40, 8: 20}}
+    DEFAULT_QUANT_ROWS = 8
 
     weight_f32: Tensor | None  # W in float32, for the split (W itself when it is float32)
     weight_t: Tensor | None
@@ -64,11 +70,13 @@ class Linear(Module):
         self.weight_f32 = self.weight_t = self.weight_onednn = self.weight_packed = self.weight_blocks = None
         self.few_rows = self.packed = self.quantized = None
         self.packed_isa = PACKED_BF16
+        self.quant_rows = self.DEFAULT_QUANT_ROWS
         self.isa = quant.best_isa()
 
     def quantize(self, bits: int) -> None:
-        """A copy of W in ``bits`` (8 or 4) per weight for steps of up to ``QUANT_ROWS`` rows."""
+        """A copy of W in ``bits`` (8 or 4) per weight for steps of up to ``quant_rows`` rows."""
         self.quantized = quant.quantize(self.weight, bits)
+        self.quant_rows = self.QUANT_ROWS.get(cpu.isa(), {}).get(bits, self.DEFAULT_QUANT_ROWS)
 
     def prepare_decode(self) -> None:
         if self.weight.device.type != "cpu":
@@ -93,7 +101,7 @@ class Linear(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         rows = x.shape[0]
-        if self.quantized is not None and rows <= self.QUANT_ROWS:
+        if self.quantized is not None and rows <= self.quant_rows:
             return quant.quantized_linear(x, self.quantized, self.isa)
         if self.packed is not None and self.weight_blocks is not None:
             return self.packed(x, self.weight_blocks, self.weight.shape[0], self.packed_isa)

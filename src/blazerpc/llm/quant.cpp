@@ -227,6 +227,99 @@ TARGET_AVX2 void tile256(const Weights& w, const Activations& a, int64_t tile, i
   }
 }
 
+// 4 bits with AVX2, one row of x: both halves of the tile from each broadcast of x, and the
+// products summed as int16 within the group (|u . x| <= 8 * 2 * 15 * 127 = 30,480 fits: vpmaddubsw
+// never saturates here) before one vpmaddwd a half: ~7.6 operations per 32 products where
+// tile256 takes ~10.5 (measured per call in benchmarks/quant_kernels.py).
+TARGET_AVX2 void tile256_4bit(const Weights& w, const Activations& a, int64_t tile, int64_t r, float* y) {
+  const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+  __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+  for (int64_t g = 0; g < w.groups; ++g) {
+    const uint8_t* block = w.at(tile, g);
+    const int8_t* hi = a.hi.data() + r * a.kp + g * kGroup;
+    const int8_t* lo = a.lo.data() + r * a.kp + g * kGroup;
+    __m256i high[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()}, rest[2] = {high[0], high[1]};
+    for (int s = 0; s < 4; ++s) {
+      const __m256i raw[2] = {_mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + s * 64)),
+                              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + s * 64 + 32))};
+      for (int e = 0; e < 2; ++e) {  // value vector v = 2s + e: the low nibbles, then the high ones
+        const int v = 2 * s + e;
+        const __m256i xh = broadcast4_256(hi + 4 * v), xl = broadcast4_256(lo + 4 * v);
+        for (int h = 0; h < 2; ++h) {
+          const __m256i u = _mm256_and_si256(e ? _mm256_srli_epi16(raw[h], 4) : raw[h], low);
+          high[h] = _mm256_add_epi16(high[h], _mm256_maddubs_epi16(u, xh));
+          rest[h] = _mm256_add_epi16(rest[h], _mm256_maddubs_epi16(u, xl));
+        }
+      }
+    }
+    const int64_t at = r * w.groups + g;
+    const __m256 step = _mm256_set1_ps(a.step[at]), sum = _mm256_set1_ps(a.sum[at]);
+    for (int h = 0; h < 2; ++h) {
+      const int64_t lane = w.lane(tile, g) + h * 8;
+      const __m256 scale = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.scale + lane)));
+      const __m256 min = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.min + lane)));
+      const __m256i dot = _mm256_add_epi32(_mm256_slli_epi32(_mm256_madd_epi16(high[h], ones), 8),
+                                           _mm256_madd_epi16(rest[h], ones));
+      acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(scale, step), acc[h]);
+      acc[h] = _mm256_fmadd_ps(min, sum, acc[h]);
+    }
+  }
+  const int64_t rows = std::min(kTile, w.n - tile * kTile);
+  alignas(32) float out[kTile];
+  _mm256_store_ps(out, acc[0]);
+  _mm256_store_ps(out + 8, acc[1]);
+  std::memcpy(y + r * w.n + tile * kTile, out, rows * sizeof(float));
+}
+
+// 4 bits with AVX2, several rows of x: each tile's group is unpacked once into 16 vectors of u
+// (in L1), which every row then reads back with its own broadcasts of x.
+TARGET_AVX2 void tile256_4bit_rows(const Weights& w, const Activations& a, int64_t tile, int64_t m, float* y) {
+  const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+  alignas(32) uint8_t unpacked[8][2][32];  // [v][half]: values 4v..4v+3 of the half's 8 rows
+  alignas(32) float acc[kMaxRows][kTile];
+  std::memset(acc, 0, sizeof(float) * kTile * m);
+  for (int64_t g = 0; g < w.groups; ++g) {
+    const uint8_t* block = w.at(tile, g);
+    for (int s = 0; s < 4; ++s)
+      for (int h = 0; h < 2; ++h) {
+        const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + s * 64 + h * 32));
+        _mm256_store_si256(reinterpret_cast<__m256i*>(unpacked[2 * s][h]), _mm256_and_si256(raw, low));
+        _mm256_store_si256(reinterpret_cast<__m256i*>(unpacked[2 * s + 1][h]),
+                           _mm256_and_si256(_mm256_srli_epi16(raw, 4), low));
+      }
+    __m256 scale[2], min[2];
+    for (int h = 0; h < 2; ++h) {
+      const int64_t lane = w.lane(tile, g) + h * 8;
+      scale[h] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.scale + lane)));
+      min[h] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.min + lane)));
+    }
+    for (int64_t r = 0; r < m; ++r) {
+      const int8_t* hi = a.hi.data() + r * a.kp + g * kGroup;
+      const int8_t* lo = a.lo.data() + r * a.kp + g * kGroup;
+      __m256i high[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()}, rest[2] = {high[0], high[1]};
+      for (int v = 0; v < 8; ++v) {
+        const __m256i xh = broadcast4_256(hi + 4 * v), xl = broadcast4_256(lo + 4 * v);
+        for (int h = 0; h < 2; ++h) {
+          const __m256i u = _mm256_load_si256(reinterpret_cast<const __m256i*>(unpacked[v][h]));
+          high[h] = _mm256_add_epi16(high[h], _mm256_maddubs_epi16(u, xh));
+          rest[h] = _mm256_add_epi16(rest[h], _mm256_maddubs_epi16(u, xl));
+        }
+      }
+      const int64_t at = r * w.groups + g;
+      const __m256 step = _mm256_set1_ps(a.step[at]), sum = _mm256_set1_ps(a.sum[at]);
+      for (int h = 0; h < 2; ++h) {
+        const __m256i dot = _mm256_add_epi32(_mm256_slli_epi32(_mm256_madd_epi16(high[h], ones), 8),
+                                             _mm256_madd_epi16(rest[h], ones));
+        __m256 total = _mm256_load_ps(acc[r] + 8 * h);
+        total = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(scale[h], step), total);
+        _mm256_store_ps(acc[r] + 8 * h, _mm256_fmadd_ps(min[h], sum, total));
+      }
+    }
+  }
+  const int64_t rows = std::min(kTile, w.n - tile * kTile);
+  for (int64_t r = 0; r < m; ++r) std::memcpy(y + r * w.n + tile * kTile, acc[r], rows * sizeof(float));
+}
+
 // Tiles first..last of W against every row of x, 4 rows of x at a time (the weights of a group
 // stay in registers for all 4).
 template <int64_t BITS, bool WIDE>
@@ -240,6 +333,10 @@ void tiles(const Weights& w, const Activations& a, int64_t m, float* y, int64_t 
   };
   for (int64_t tile = first; tile < last; ++tile) {
     int64_t r = 0;
+    if constexpr (BITS == 4 && !WIDE) {
+      m == 1 ? tile256_4bit(w, a, tile, 0, y) : tile256_4bit_rows(w, a, tile, m, y);
+      continue;
+    }
     for (; r + 4 <= m; r += 4) run(std::integral_constant<int, 4>{}, tile, r);
     switch (m - r) {
       case 3: run(std::integral_constant<int, 3>{}, tile, r); break;
