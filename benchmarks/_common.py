@@ -43,7 +43,8 @@ def cpu_line() -> str:
     name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
     from blazerpc.llm import cpu
 
-    return f"CPU: {name}, {os.cpu_count()} cores, avx512_bf16: {'avx512_bf16' in info}, engine runs as: {cpu.describe()}"
+    bf16 = "avx512_bf16" in info
+    return f"CPU: {name}, {os.cpu_count()} cores, avx512_bf16: {bf16}, engine runs as: {cpu.describe()}"
 
 
 def tls_files(directory: Path) -> dict[str, Path]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -51,7 +52,7 @@ class Linear(Module):
     # model's matrices). With AVX-512 VNNI, 8 (the packed bfloat16 kernel is fast from 9 rows on);
     # with AVX2, int4 beats float32 (MKL) up to ~40 rows (54.3 vs 69.4 ms over 30 layers at 32 rows,
     # 82.2 vs 73.7 at 48) and int8 up to ~20 (42.6 vs 51.9 at 16, 59.6 vs 59.0 at 24).
-    QUANT_ROWS = {"avx2": {4: 40, 8: 20}}
+    QUANT_ROWS: ClassVar[dict[str, dict[int, int]]] = {"avx2": {4: 40, 8: 20}}
     DEFAULT_QUANT_ROWS = 8
 
     weight_f32: Tensor | None  # W in float32, for the split (W itself when it is float32)
