@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 
+from blazerpc.llm import cpu, kernels
 from blazerpc.llm.config import EngineConfig
 from blazerpc.llm.protocol import EngineStats
 from blazerpc.llm_app.metrics import LLMMetrics
@@ -76,6 +77,10 @@ async def test_counters_match_the_tokens_generated_and_how_requests_ended(tiny_d
     assert metric("prefix_cache_queries_total") >= prompts - 2
     assert total(samples, "blazerpc_requests_total", model="/v1/completions", code="OK") == 4
     assert total(samples, "blazerpc_requests_total", model="/v1/completions", code="CANCELLED") == 1
+    # What the engine runs as, one series: float32 asked for, so full weights (auto); this CPU's class
+    (info,) = [dict(ls) for (n, ls), v in samples.items() if n == "blazerpc_llm_engine_info" and v == 1]
+    assert (info["model_name"], info["device"], info["dtype"], info["weights"]) == (model, "cpu", "float32", "full")
+    assert info["isa"] == cpu.describe() and info["kernels"] == kernels.status()
     assert_documented(samples, r"blazerpc_llm_\w+")
 
 

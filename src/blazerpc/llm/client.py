@@ -173,7 +173,9 @@ class EngineClient:
             self._engine = None
             raise
         self.info = info
-        self._set_state(EngineState.READY, f"model {info.model_name} loaded (engine pid {engine.pid})")
+        self._set_state(
+            EngineState.READY, f"model {info.model_name} loaded (engine pid {engine.pid}): {info.runtime.describe()}"
+        )
         return info
 
     def _on_message(self, engine: EngineChannel, message: Any) -> None:

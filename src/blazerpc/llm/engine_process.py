@@ -22,6 +22,7 @@ from .protocol import (
     Command,
     EngineFailed,
     EngineReady,
+    EngineRuntime,
     Event,
     RequestFailed,
     Shutdown,
@@ -46,6 +47,7 @@ def engine_main(conn: Connection, model_path: str, config: EngineConfig) -> None
     cpu.apply_cap()  # before torch loads: it reads the caps then
     import torch
 
+    from . import kernels
     from .device import torch_device, torch_dtype, weight_format
     from .engine import LLMEngine
     from .loader import load
@@ -53,18 +55,22 @@ def engine_main(conn: Connection, model_path: str, config: EngineConfig) -> None
     if config.threads:
         torch.set_num_threads(config.threads)
     try:
-        loaded = load(
-            model_path,
-            max_seq_len=config.max_model_len,
-            device=torch_device(config),
-            dtype=torch_dtype(config),
-            weights=weight_format(config),
-        )
+        device, dtype, weights = torch_device(config), torch_dtype(config), weight_format(config)
+        loaded = load(model_path, max_seq_len=config.max_model_len, device=device, dtype=dtype, weights=weights)
         engine = LLMEngine(loaded, config)
     except Exception as exc:
         conn.send(EngineFailed(short_error(exc, limit=1000)))
         return
-    conn.send(EngineReady(model_name=loaded.name, max_len=engine.max_len))
+    on_cpu = device == "cpu"
+    runtime = EngineRuntime(
+        device=device,
+        dtype=str(dtype).removeprefix("torch."),
+        weights=weights,
+        isa=cpu.describe() if on_cpu else "",
+        kernels=kernels.status() if on_cpu else "torch's ops",
+        threads=torch.get_num_threads(),
+    )
+    conn.send(EngineReady(model_name=loaded.name, max_len=engine.max_len, runtime=runtime))
     EngineLoop(conn, engine).run()
 
 

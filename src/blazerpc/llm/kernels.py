@@ -48,26 +48,25 @@ PagedDecode = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, float], Tensor]
 
 def native() -> ModuleType | None:
     """The compiled module (the four files' functions), or None where it cannot be built."""
-    return _build()[0]
+    return _build(cpu.isa())[0]
 
 
 def status() -> str:
-    """How the kernels stand, for the start-up banner: ``native (avx2)`` or why torch's ops run."""
-    return _build()[1]
+    """How the kernels stand, for the start-up banner: ``native`` or why torch's ops run instead."""
+    return _build(cpu.isa())[1]
 
 
 @functools.cache
-def _build() -> tuple[ModuleType | None, str]:
+def _build(isa: str) -> tuple[ModuleType | None, str]:
     if os.environ.get("BLAZE_NATIVE_KERNELS", "1") == "0":
         return None, "torch's ops (BLAZE_NATIVE_KERNELS=0)"
-    isa = cpu.isa()
     flags = ["-O3", "-ffast-math", "-fopenmp", *ISA_FLAGS[isa]]
     try:
         digest = hashlib.sha256(b"".join(s.read_bytes() for s in SOURCES + HEADERS) + " ".join(flags).encode())
         name = f"blaze_kernels_{isa}_{digest.hexdigest()[:12]}"
         built = build_root() / name / f"{name}.so"
         if built.exists():  # loaded as it is: torch's builder would want to write a lock file beside it
-            return _load_built(name, built), f"native ({isa})"
+            return _load_built(name, built), "native"
         build = _build_dir(name)
         lock = build / "lock"  # torch waits for it without end; a build killed midway leaves it behind
         if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_S:
@@ -82,7 +81,7 @@ def _build() -> tuple[ModuleType | None, str]:
         why = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
         log.warning("native kernels not built (%s); using torch's ops", why)
         return None, f"torch's ops (native kernels not built: {why[:200]})"
-    return module, f"native ({isa})"
+    return module, "native"
 
 
 def build_root() -> Path:
@@ -116,5 +115,12 @@ def _build_dir(name: str) -> Path:
     return fallback
 
 
+def prebuild() -> None:
+    """Build for this CPU's class and, where it has more, for AVX2 too: the class an image or a
+    cache may meet next, and the one the test suite also runs as (``BLAZE_CPU_ISA=avx2``)."""
+    for isa in [cpu.isa(), *(["avx2"] if cpu.at_least("avx512") else [])]:
+        print(f"native kernels for {isa}: {_build(isa)[1]}")
+
+
 if __name__ == "__main__":
-    print("native kernels:", status())
+    prebuild()

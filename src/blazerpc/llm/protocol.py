@@ -39,9 +39,29 @@ Command = AddRequest | AbortRequest | StatsRequest | Shutdown
 
 
 @dataclass(frozen=True, slots=True)
+class EngineRuntime:
+    """What the engine chose where it runs (start-up log, ``blazerpc_llm_engine_info``)."""
+
+    device: str  # "cpu", "cuda", ...
+    dtype: str  # of the matrices: "float32", "bfloat16"
+    weights: str  # what decode steps read: "full", "int8", "int4"
+    isa: str  # the CPU class the kernels run as (llm/cpu.py), "" off CPU
+    kernels: str  # "native", or why torch's ops run instead
+    threads: int
+
+    def describe(self) -> str:
+        isa = f", CPU class {self.isa}" if self.isa else ""
+        return (
+            f"{self.device}{isa}, {self.dtype} matrices, {self.weights} decode weights, "
+            f"kernels: {self.kernels}, {self.threads} threads"
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class EngineReady:
     model_name: str
     max_len: int  # context length: prompt + answer
+    runtime: EngineRuntime
 
 
 @dataclass(frozen=True, slots=True)

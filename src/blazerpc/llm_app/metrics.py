@@ -16,7 +16,7 @@ from collections.abc import AsyncGenerator, Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ..errors import BlazeError, Status
-from ..llm.protocol import EngineStats, TokenEvent
+from ..llm.protocol import EngineRuntime, EngineStats, TokenEvent
 
 # vLLM's buckets, with finer steps below 10 ms where a CPU decode step lands.
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80)
@@ -60,6 +60,13 @@ class LLMMetrics:
         self.preemptions = counter("num_preemptions", "Requests preempted for KV-cache room.")
         self.prefix_queries = counter("prefix_cache_queries", "Prompt tokens looked up in the prefix cache.")
         self.prefix_hits = counter("prefix_cache_hits", "Prompt tokens found in the prefix cache.")
+        self.engine_info = Gauge(
+            "blazerpc_llm_engine_info",
+            "What the engine runs as (value 1): device, matrices' dtype, decode weights, CPU class, kernels.",
+            [*labels, "device", "dtype", "weights", "isa", "kernels"],
+            multiprocess_mode="mostrecent",
+            registry=registry,
+        )
         self._engine: tuple[int | None, tuple[int, int, int]] = (None, (0, 0, 0))  # its pid, counters last read
 
     async def observe(
@@ -102,6 +109,12 @@ class LLMMetrics:
                 self.generation_len.labels(name).observe(tokens)
                 if tokens:
                     self.decode.labels(name).observe(last - first)
+
+    def engine_ready(self, runtime: EngineRuntime) -> None:
+        """``blazerpc_llm_engine_info``: one series, for what the engine (re)started as."""
+        self.engine_info.clear()
+        fields = (runtime.device, runtime.dtype, runtime.weights, runtime.isa, runtime.kernels)
+        self.engine_info.labels(self.model_name(), *fields).set(1)
 
     def engine_says(self, stats: EngineStats, engine_pid: int | None) -> None:
         """Gauges and engine counters from the stats of the engine process ``engine_pid`` (a new

@@ -41,6 +41,8 @@ class LLMService:
     def _on_engine_state(self, state: EngineState, why: str) -> None:
         if state is EngineState.READY:
             self.app.health.set_available(True)
+            if self.door.client.info is not None:
+                self.metrics.engine_ready(self.door.client.info.runtime)
         elif state is EngineState.FAILED and self.door.client.info is not None:
             self.app.health.fail(why)  # it ran once, then died more often than the restart policy allows
         elif state in (EngineState.RESTARTING, EngineState.FAILED):
