@@ -12,7 +12,10 @@ RUN apt-get update \
 
 WORKDIR /app
 COPY . .
-# The kernels' build cache goes in the image, where the unprivileged user below can read it.
+# The kernels' build cache goes in the image, where the unprivileged user below can read it:
+# builds for the build machine's CPU class and, where it has AVX-512, for AVX2 too (make setup).
+# They load as they are; on a CPU of another class the engine builds its own in a per-user
+# temporary folder at its first start (llm/kernels.py).
 ENV TORCH_EXTENSIONS_DIR=/app/.torch_extensions
 RUN make setup
 

@@ -91,14 +91,16 @@ def vllm() -> Server:
     return Server("vLLM CPU", lambda port: ["bash", str(PEERS / "start-vllm.sh"), str(port)], "/health", {})
 
 
+def llama_server(*flags: str) -> Server:
+    """``start-llama-server.sh`` with ``flags`` added (``-c 65536`` gives each of its 32 slots 2,048 tokens)."""
+    command = ["bash", str(PEERS / "start-llama-server.sh")]
+    return Server("llama-server", lambda port: [*command, str(port), *flags], "/health", {})
+
+
 def servers(peers: list[str], ours_flags: list[str]) -> list[Server]:
     found = [blazerpc("blazerpc", *ours_flags)]
     if "llama" in peers:
-        found.append(
-            Server(
-                "llama-server", lambda port: ["bash", str(PEERS / "start-llama-server.sh"), str(port)], "/health", {}
-            )
-        )
+        found.append(llama_server())
     if "vllm" in peers:
         found.append(vllm())
     return found

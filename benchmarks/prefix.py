@@ -1,4 +1,5 @@
-"""Prefix caching and chunked prefill: ``blaze llm`` against vLLM's CPU backend and itself with the cache off.
+"""Prefix caching and chunked prefill: ``blaze llm`` against vLLM's CPU backend, llama-server and itself
+with the cache off.
 
 Three workloads over each server's OpenAI-compatible API (streaming, greedy), servers one at a
 time and interleaved by ``--rounds``:
@@ -13,7 +14,7 @@ time and interleaved by ``--rounds``:
    latency of the 8 before it arrives and while it is prefilled (until its first token).
 
     python benchmarks/prefix.py [--rounds 1] [--requests 3] [--workloads shared,chat,long]
-        [--no-vllm] [--ours-flags "--max-num-batched-tokens 128"]
+        [--peers vllm,llama] [--ours-flags "--max-num-batched-tokens 128"]
 
 The peers come from ``../shared/peers`` (``setup.sh`` once; ``PEERS_DIR``, default /tmp/peers).
 """
@@ -30,7 +31,7 @@ from collections.abc import Callable
 
 import httpx
 from _common import cpu_line, percentile, table
-from peers import Server, blazerpc, vllm
+from peers import Server, blazerpc, llama_server, vllm
 
 NEW_TOKENS = 32
 ITEMS = ["kettle", "bicycle", "lamp", "backpack", "camera", "blender", "tent", "guitar"]
@@ -212,12 +213,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--requests", type=int, default=3, help="requests per client (shared prefix)")
     parser.add_argument("--workloads", default="shared,chat,long")
-    parser.add_argument("--no-vllm", action="store_true")
+    parser.add_argument("--peers", default="vllm", help="vllm, llama (llama-server), both or none")
     parser.add_argument("--ours-flags", default="", help="more flags for both blazerpc servers")
     args = parser.parse_args()
     workloads, flags = args.workloads.split(","), shlex.split(args.ours_flags)
     ours, off = blazerpc("blazerpc", *flags), blazerpc("blazerpc, cache off", "--no-prefix-caching", *flags)
-    servers = [ours, off] + ([] if args.no_vllm else [vllm()])
+    peers = args.peers.split(",")
+    servers = [ours, off] + [vllm()] * ("vllm" in peers) + [llama_server("-c", "65536")] * ("llama" in peers)
     print(cpu_line(), "| ours:", " ".join(flags) or "defaults")
     results: Results = {}
     for rnd in range(args.rounds):

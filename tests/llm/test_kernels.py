@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -16,6 +21,7 @@ from blazerpc.llm.loader import load
 from .test_model import decode_logits
 
 native = kernels.native()
+CROSS = shutil.which("aarch64-linux-gnu-g++")
 needs_native = pytest.mark.skipif(native is None, reason="the native kernels could not be built here (no compiler?)")
 
 
@@ -147,3 +153,33 @@ def test_rms_norm_and_silu_mul_match_torch(rows: int, dim: int) -> None:
     torch.testing.assert_close(native.silu_mul(gate_up), F.silu(gate) * up)
     with pytest.raises(RuntimeError, match=f"w has {dim + 1} values, x {dim} columns"):
         native.rms_norm(x, torch.ones(dim + 1), 1e-5)
+
+
+@pytest.mark.skipif(CROSS is None, reason="no aarch64 cross compiler here (.ci/run installs g++-aarch64-linux-gnu)")
+def test_every_kernel_source_compiles_for_arm64() -> None:
+    """x86 intrinsics stay behind their checks: on aarch64 the portable paths build (a syntax and
+    type check of each file with torch's headers, by Debian's cross compiler; ~15 s a file)."""
+    from torch.utils.cpp_extension import include_paths
+
+    assert CROSS is not None
+    headers = [f"-isystem{p}" for p in [*include_paths(), sysconfig.get_paths()["include"]]]
+    command = [CROSS, "-std=c++17", "-fopenmp", "-fsyntax-only", "-DTORCH_EXTENSION_NAME=blaze", *headers]
+    builds = {s.name: subprocess.Popen([*command, str(s)], stderr=subprocess.PIPE, text=True) for s in kernels.SOURCES}
+    for name, build in builds.items():
+        _, errors = build.communicate(timeout=600)
+        assert build.returncode == 0, f"{name}:\n{errors[-3000:]}"
+
+
+@needs_native
+def test_a_built_cache_loads_without_writing_to_it(tmp_path: Path) -> None:
+    """An image's cache, built as root and read by another user, is loaded as it is: torch's
+    builder would first write a lock file beside it (and fail where it cannot)."""
+    name = kernels.build_name(kernels.cpu.isa())
+    copy = tmp_path / "blazerpc" / name
+    shutil.copytree(kernels.build_root() / name, copy)
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in copy.iterdir())
+    code = "from blazerpc.llm import kernels; print(kernels.status(), kernels.native().rms_norm is not None)"
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and done.stdout.split() == ["native", "True"], done.stderr[-2000:]
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in copy.iterdir()) == before

@@ -60,10 +60,8 @@ def status() -> str:
 def _build(isa: str) -> tuple[ModuleType | None, str]:
     if os.environ.get("BLAZE_NATIVE_KERNELS", "1") == "0":
         return None, "torch's ops (BLAZE_NATIVE_KERNELS=0)"
-    flags = ["-O3", "-ffast-math", "-fopenmp", *ISA_FLAGS[isa]]
     try:
-        digest = hashlib.sha256(b"".join(s.read_bytes() for s in SOURCES + HEADERS) + " ".join(flags).encode())
-        name = f"blaze_kernels_{isa}_{digest.hexdigest()[:12]}"
+        name, flags = build_name(isa), _flags(isa)
         built = build_root() / name / f"{name}.so"
         if built.exists():  # loaded as it is: torch's builder would want to write a lock file beside it
             return _load_built(name, built), "native"
@@ -82,6 +80,16 @@ def _build(isa: str) -> tuple[ModuleType | None, str]:
         log.warning("native kernels not built (%s); using torch's ops", why)
         return None, f"torch's ops (native kernels not built: {why[:200]})"
     return module, "native"
+
+
+def _flags(isa: str) -> list[str]:
+    return ["-O3", "-ffast-math", "-fopenmp", *ISA_FLAGS[isa]]
+
+
+def build_name(isa: str) -> str:
+    """The build's name: its class and a digest of the sources and flags (a change builds anew)."""
+    digest = hashlib.sha256(b"".join(s.read_bytes() for s in SOURCES + HEADERS) + " ".join(_flags(isa)).encode())
+    return f"blaze_kernels_{isa}_{digest.hexdigest()[:12]}"
 
 
 def build_root() -> Path:
