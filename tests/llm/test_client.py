@@ -115,7 +115,10 @@ async def test_a_model_that_cannot_load_raises_at_start(tmp_path: Path) -> None:
     broken.mkdir()
     (broken / "config.json").write_text("{not json")
     engine = EngineClient(broken, CONFIG)
+    states: list[EngineState] = []
+    engine.on_state = lambda state, why: states.append(state)
     with pytest.raises(RuntimeError, match="could not load the model"):
         await engine.start()
-    assert engine.state is EngineState.FAILED
+    await asyncio.sleep(1)  # the failed process exits: a load failure, not a death to restart after
+    assert engine.state is EngineState.FAILED and states == [EngineState.STARTING, EngineState.FAILED]
     await engine.stop()

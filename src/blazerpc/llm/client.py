@@ -210,6 +210,8 @@ class EngineClient:
                 RuntimeError(f"the engine process died while loading ({engine.exit_description})")
             )
             return
+        if engine.ready.cancelled() or engine.ready.exception() is not None:
+            return  # it said it could not load, then exited: _spawn's caller decides, no restart
         if engine is not self._engine or self.state is EngineState.STOPPED:
             return
         self._engine = None
