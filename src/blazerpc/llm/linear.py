@@ -31,11 +31,12 @@ class Linear(Module):
       prepacked) at 8-16 rows, 1.5x at 32, 1.18x at 128, even from 512 up; 1.3x+ the
       few-rows kernel below at 1-4 rows. On AVX2 CPUs (and AVX-512 ones without BF16) the same
       kernel and layout widen W's pairs to float32 and multiply float32 x (see there).
-    - bfloat16 weights without the native kernels: oneDNN in bfloat16 is ~2x float32 from 8 rows up, and
-      ~1.4x more with W packed once in its blocked layout (``torch.ops.mkldnn._reorder_linear_weight``,
-      as Inductor and vLLM's CPU backend do) instead of on every call. It reads W at ~11-14 GB/s
-      for 1-4 rows: those go to ``kernels.cpp``'s few-rows kernel (1.3-1.5x torch's), or, where
-      it could not be built, one row takes the float32 split on a float32 copy.
+    - bfloat16 weights elsewhere (no native kernels, or a CPU without AVX2): on AVX-512 CPUs
+      oneDNN in bfloat16 is ~2x float32 from 8 rows up, and ~1.4x more with W packed once in its
+      blocked layout (``torch.ops.mkldnn._reorder_linear_weight``, as Inductor and vLLM's CPU
+      backend do; it refuses CPUs without AVX-512). It reads W at ~11-14 GB/s for 1-4 rows: those
+      go to ``kernels.cpp``'s few-rows kernel (1.3-1.5x torch's), or, where it could not be
+      built, one row takes the float32 split on a float32 copy.
 
     - quantized weights (``quantize``: int8 or int4, ``quant.cpp``): up to ``quant_rows`` rows
       read them instead, 2-3.5x fewer bytes than bfloat16; more rows are compute-bound and go
