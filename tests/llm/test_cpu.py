@@ -15,11 +15,13 @@ from blazerpc.llm import cpu
 ZEN2 = "fpu sse sse2 ssse3 fma cx16 sse4_1 sse4_2 movbe popcnt aes xsave avx f16c rdrand avx2 bmi1 bmi2 sha_ni"
 ZEN4 = ZEN2 + " avx512f avx512dq avx512ifma avx512cd avx512bw avx512vl avx512_bf16 avx512vbmi avx512_vnni"
 CASCADE_LAKE = ZEN2 + " avx512f avx512dq avx512cd avx512bw avx512vl avx512_vnni"
+SAPPHIRE_RAPIDS = ZEN4 + " amx_bf16 avx512_fp16 amx_tile amx_int8"
 
 
 @pytest.mark.parametrize(
     ("flags", "expected"),
-    [(ZEN2, "avx2"), (ZEN4, "avx512_bf16"), (CASCADE_LAKE, "avx512"), ("fpu sse sse2 avx", "portable"),
+    [(ZEN2, "avx2"), (ZEN4, "avx512_bf16"), (CASCADE_LAKE, "avx512"), (SAPPHIRE_RAPIDS, "amx"),
+     ("fpu sse sse2 avx", "portable"),
      (ZEN2.replace(" f16c", ""), "portable"), (ZEN4.replace(" avx512_vnni", ""), "avx2")],
 )  # fmt: skip
 def test_class_of_takes_the_biggest_class_whose_every_instruction_is_there(flags: str, expected: str) -> None:
@@ -58,7 +60,7 @@ def test_the_cap_lowers_the_class_and_never_raises_it() -> None:
     rank = cpu.CLASSES.index(cpu.detected())
     native = f"{cpu.detected()} {rank >= cpu.CLASSES.index('avx2')} {rank >= cpu.CLASSES.index('avx512')}"
     assert run(code, BLAZE_CPU_ISA="native") == native
-    capped_up = run("from blazerpc.llm import cpu; print(cpu.isa())", BLAZE_CPU_ISA="avx512_bf16")
+    capped_up = run("from blazerpc.llm import cpu; print(cpu.isa())", BLAZE_CPU_ISA="amx")
     assert capped_up == cpu.detected()  # asking for more than the CPU has gives what it has
 
 
@@ -68,10 +70,10 @@ def test_an_unknown_cap_is_refused_with_the_choices() -> None:
         env={**os.environ, "BLAZE_CPU_ISA": "sse9"}, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert done.returncode != 0
-    assert "BLAZE_CPU_ISA='sse9': expected one of native, portable, avx2, avx512, avx512_bf16" in done.stderr
+    assert "BLAZE_CPU_ISA='sse9': expected one of native, portable, avx2, avx512, avx512_bf16, amx" in done.stderr
 
 
-@pytest.mark.skipif(cpu.detected() not in ("avx512", "avx512_bf16"), reason="needs a CPU with more than AVX2 to cap")
+@pytest.mark.skipif(cpu.detected() in ("portable", "avx2"), reason="needs a CPU with more than AVX2 to cap")
 def test_capped_to_avx2_torch_onednn_and_mkl_run_as_on_an_avx2_cpu() -> None:
     code = (
         "from blazerpc.llm import cpu; cpu.apply_cap(); import os, torch; "

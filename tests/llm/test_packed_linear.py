@@ -69,14 +69,22 @@ def test_packed_linear_refuses_what_it_cannot_do() -> None:
 @needs_packed
 @pytest.mark.parametrize("rows", [1, 9, 200])
 def test_linear_takes_the_packed_kernel_for_bfloat16_weights(rows: int) -> None:
-    """On every x86 CPU with AVX2: the path of its class, and no oneDNN copy (whose bfloat16
-    reorder raises on CPUs without AVX-512)."""
+    """On every x86 CPU with AVX2 but no AMX: the path of its class, and no oneDNN copy (whose
+    bfloat16 reorder raises on CPUs without AVX-512). With AMX: oneDNN's copy alone."""
     linear = Linear(96, 130)
     torch.nn.init.normal_(linear.weight)
     linear.weight.data = linear.weight.data.bfloat16()
     linear.prepare_decode()
+    x = torch.randn(rows, 96)
+    if cpu.at_least("amx"):  # up to 4 rows the few-rows kernel, then oneDNN, which answers in bfloat16
+        assert linear.packed is None and linear.weight_packed is not None and linear.few_rows is not None
+        if rows <= linear.KERNEL_ROWS:
+            torch.testing.assert_close(linear(x), F.linear(x, linear.weight.float()), atol=1e-3, rtol=1e-4)
+            return
+        expected = F.linear(x.bfloat16().float(), linear.weight.float())
+        torch.testing.assert_close(linear(x), expected.bfloat16().float(), atol=1e-2, rtol=1e-2)
+        return
     assert linear.packed is not None and linear.weight_packed is None and linear.few_rows is None
     assert linear.packed_isa == (PACKED_BF16 if cpu.at_least("avx512_bf16") else PACKED_AVX2)
-    x = torch.randn(rows, 96)
     expected = F.linear(x.bfloat16().float() if linear.packed_isa == PACKED_BF16 else x, linear.weight.float())
     torch.testing.assert_close(linear(x), expected, atol=1e-3, rtol=1e-4)

@@ -40,7 +40,7 @@ ISA_FLAGS = {
     "avx2": ["-mavx2", "-mfma", "-mf16c"],
     "avx512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni", "-mavx2", "-mfma", "-mf16c"],
 }
-ISA_FLAGS["avx512_bf16"] = ISA_FLAGS["avx512"]
+ISA_FLAGS["avx512_bf16"] = ISA_FLAGS["amx"] = ISA_FLAGS["avx512"]
 
 # paged_decode(q, k_cache, v_cache, tables, lens, scale): see paged_attention.cpp
 PagedDecode = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, float], Tensor]

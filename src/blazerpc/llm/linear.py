@@ -31,6 +31,9 @@ class Linear(Module):
       prepacked) at 8-16 rows, 1.5x at 32, 1.18x at 128, even from 512 up; 1.3x+ the
       few-rows kernel below at 1-4 rows. On AVX2 CPUs (and AVX-512 ones without BF16) the same
       kernel and layout widen W's pairs to float32 and multiply float32 x (see there).
+    - bfloat16 weights on a CPU with AMX: oneDNN's products with W prepacked (below), which run
+      on the AMX tiles: over the default model's 30 layers (Sapphire Rapids VM, 2 cores) 26.8 ms
+      at 128 rows against 134.6 for ours, 17.8 against 36.6 at 32, even at 8.
     - bfloat16 weights elsewhere (no native kernels, or a CPU without AVX2): on AVX-512 CPUs
       oneDNN in bfloat16 is ~2x float32 from 8 rows up, and ~1.4x more with W packed once in its
       blocked layout (``torch.ops.mkldnn._reorder_linear_weight``, as Inductor and vLLM's CPU
@@ -85,7 +88,8 @@ class Linear(Module):
             return
         w = self.weight.detach()
         module = kernels.native()
-        if w.dtype == torch.bfloat16 and module is not None and cpu.at_least("avx2"):
+        # With AMX, oneDNN's products (below) are 2-5x ours from 16 rows up, and even at 8
+        if w.dtype == torch.bfloat16 and module is not None and cpu.at_least("avx2") and not cpu.at_least("amx"):
             self.weight_blocks, self.packed = pack_blocks(w), module.packed_linear
             self.packed_isa = PACKED_BF16 if cpu.at_least("avx512_bf16") else PACKED_AVX2
             return
