@@ -54,9 +54,9 @@ class Linear(Module):
     # Up to how many rows quantized W (when there is one) goes to quant.cpp, by CPU class and bits:
     # where it stops beating the class's float products (docs/llm.md, measured over the default
     # model's matrices). With AVX-512 VNNI, 8 (the packed bfloat16 kernel is fast from 9 rows on);
-    # with AVX2, int4 beats float32 (MKL) up to ~40 rows (54.3 vs 69.4 ms over 30 layers at 32 rows,
-    # 82.2 vs 73.7 at 48) and int8 up to ~20 (42.6 vs 51.9 at 16, 59.6 vs 59.0 at 24).
-    QUANT_ROWS: ClassVar[dict[str, dict[int, int]]] = {"avx2": {4: 40, 8: 20}}
+    # with AVX2, int4 beats float32 (MKL) up to ~40 rows (52.9 vs 66.5 ms over 30 layers at 32 rows,
+    # 75.5 vs 69.9 at 48) and int8 up to ~28 (51.4 vs 58.8 at 24, 66.5 vs 66.5 at 32).
+    QUANT_ROWS: ClassVar[dict[str, dict[int, int]]] = {"avx2": {4: 40, 8: 28}}
     DEFAULT_QUANT_ROWS = 8
 
     weight_f32: Tensor | None  # W in float32, for the split (W itself when it is float32)

@@ -16,7 +16,7 @@
 // group. 4 bits: 4 vectors, vector s holding in its low nibbles values 8s..8s+3, in its high
 // nibbles 8s+4..8s+7. So one vpdpbusd (AVX-512 VNNI: u8 x s8 -> s32) with 4 values of x broadcast
 // adds 4 products to each of 16 rows: no shuffles, no horizontal sums, one float conversion per
-// group of 16 rows. AVX2 does the same in two halves (vpmaddubsw), plain loops elsewhere. Each path
+// group of 16 rows. AVX2 does the same in two halves of 8 rows (vpmaddubsw), plain loops elsewhere. Each path
 // is compiled with its own target attribute; the caller picks the one its CPU has.
 
 #include <torch/extension.h>
@@ -170,67 +170,10 @@ TARGET_AVX2 inline __m256i broadcast4_256(const int8_t* p) {
   return _mm256_set1_epi32(four);
 }
 
-// 4 products per lane: u8 weights (or, for 8 bits, signed q: |q| times x with q's sign, as
-// vpmaddubsw's int16 pairs would saturate on 255 * 127 * 2) by 4 values of x.
-template <int64_t BITS>
-TARGET_AVX2 inline __m256i dot4(__m256i u, __m256i x, __m256i ones) {
-  const __m256i pairs = BITS == 8 ? _mm256_maddubs_epi16(_mm256_sign_epi8(u, u), _mm256_sign_epi8(x, u))
-                                  : _mm256_maddubs_epi16(u, x);
-  return _mm256_madd_epi16(pairs, ones);
-}
-
-// The same tile as two halves of 8 rows. 8 bits multiply the signed q = u - 128, so the mins
-// (-128 scale) drop out.
-template <int64_t BITS, int MT>
-TARGET_AVX2 void tile256(const Weights& w, const Activations& a, int64_t tile, int64_t r0, float* y) {
-  const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
-  const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
-  __m256 acc[MT][2];
-  for (int r = 0; r < MT; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-  for (int64_t g = 0; g < w.groups; ++g) {
-    const uint8_t* block = w.at(tile, g);
-    for (int half = 0; half < 2; ++half) {
-      __m256i u[8];
-      for (int v = 0; v < 8; ++v) {
-        if constexpr (BITS == 8) {
-          const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + v * 64 + half * 32));
-          u[v] = _mm256_xor_si256(raw, flip);
-        } else {
-          const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + (v / 2) * 64 + half * 32));
-          u[v] = v % 2 ? _mm256_and_si256(_mm256_srli_epi16(raw, 4), low) : _mm256_and_si256(raw, low);
-        }
-      }
-      const int64_t lane = w.lane(tile, g) + half * 8;
-      const __m256 scale = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.scale + lane)));
-      const __m256 min = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.min + lane)));
-      for (int r = 0; r < MT; ++r) {
-        const int8_t* hi = a.hi.data() + (r0 + r) * a.kp + g * kGroup;
-        const int8_t* lo = a.lo.data() + (r0 + r) * a.kp + g * kGroup;
-        __m256i high = _mm256_setzero_si256(), rest = _mm256_setzero_si256();
-        for (int v = 0; v < 8; ++v) {
-          high = _mm256_add_epi32(high, dot4<BITS>(u[v], broadcast4_256(hi + 4 * v), ones));
-          rest = _mm256_add_epi32(rest, dot4<BITS>(u[v], broadcast4_256(lo + 4 * v), ones));
-        }
-        const __m256 dot = _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_slli_epi32(high, 8), rest));
-        const int64_t at = (r0 + r) * w.groups + g;
-        acc[r][half] = _mm256_fmadd_ps(dot, _mm256_mul_ps(scale, _mm256_set1_ps(a.step[at])), acc[r][half]);
-        if constexpr (BITS == 4) acc[r][half] = _mm256_fmadd_ps(min, _mm256_set1_ps(a.sum[at]), acc[r][half]);
-      }
-    }
-  }
-  const int64_t rows = std::min(kTile, w.n - tile * kTile);
-  for (int r = 0; r < MT; ++r) {
-    alignas(32) float out[kTile];
-    _mm256_store_ps(out, acc[r][0]);
-    _mm256_store_ps(out + 8, acc[r][1]);
-    std::memcpy(y + (r0 + r) * w.n + tile * kTile, out, rows * sizeof(float));
-  }
-}
-
 // 4 bits with AVX2, one row of x: both halves of the tile from each broadcast of x, and the
 // products summed as int16 within the group (|u . x| <= 8 * 2 * 15 * 127 = 30,480 fits: vpmaddubsw
-// never saturates here) before one vpmaddwd a half: ~7.6 operations per 32 products where
-// tile256 takes ~10.5 (measured per call in benchmarks/quant_kernels.py).
+// never saturates here) before one vpmaddwd a half: ~7.6 operations per 32 products, where one
+// vpmaddwd per vpmaddubsw took ~10.5 (30 layers of the default model, 1 row: 5.15 -> 3.89 ms).
 TARGET_AVX2 void tile256_4bit(const Weights& w, const Activations& a, int64_t tile, int64_t r, float* y) {
   const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
   __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
@@ -320,23 +263,67 @@ TARGET_AVX2 void tile256_4bit_rows(const Weights& w, const Activations& a, int64
   for (int64_t r = 0; r < m; ++r) std::memcpy(y + r * w.n + tile * kTile, acc[r], rows * sizeof(float));
 }
 
-// Tiles first..last of W against every row of x, 4 rows of x at a time (the weights of a group
-// stay in registers for all 4).
+// 8 bits with AVX2, any number of rows of x: each tile's group is unpacked once into the signed
+// q = u - 128 and |q| (the mins drop out), which every row reads back; one broadcast of x serves
+// both halves. vpmaddubsw takes |q| times x with q's sign (|q| x 127 x 2 fits int16 once, so each
+// product pair goes to int32 at once). The LM head's 28 M weights at 16 rows: 6.9 ms, where
+// taking |q| anew for each row and each broadcast of x for one half took 7.5.
+TARGET_AVX2 void tile256_8bit_rows(const Weights& w, const Activations& a, int64_t tile, int64_t m, float* y) {
+  const __m256i ones = _mm256_set1_epi16(1), flip = _mm256_set1_epi8(static_cast<char>(0x80));
+  alignas(32) int8_t q[8][2][32], magnitude[8][2][32];  // [v][half]: values 4v..4v+3 of the half's 8 rows
+  alignas(32) float acc[kMaxRows][kTile];
+  std::memset(acc, 0, sizeof(float) * kTile * m);
+  for (int64_t g = 0; g < w.groups; ++g) {
+    const uint8_t* block = w.at(tile, g);
+    for (int v = 0; v < 8; ++v)
+      for (int h = 0; h < 2; ++h) {
+        const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + v * 64 + h * 32));
+        const __m256i signed_q = _mm256_xor_si256(raw, flip);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(q[v][h]), signed_q);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(magnitude[v][h]), _mm256_abs_epi8(signed_q));
+      }
+    __m256 scale[2];
+    for (int h = 0; h < 2; ++h)
+      scale[h] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.scale + w.lane(tile, g) + h * 8)));
+    for (int64_t r = 0; r < m; ++r) {
+      const int8_t* hi = a.hi.data() + r * a.kp + g * kGroup;
+      const int8_t* lo = a.lo.data() + r * a.kp + g * kGroup;
+      __m256i high[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()}, rest[2] = {high[0], high[1]};
+      for (int v = 0; v < 8; ++v) {
+        const __m256i xh = broadcast4_256(hi + 4 * v), xl = broadcast4_256(lo + 4 * v);
+        for (int h = 0; h < 2; ++h) {
+          const __m256i sq = _mm256_load_si256(reinterpret_cast<const __m256i*>(q[v][h]));
+          const __m256i mq = _mm256_load_si256(reinterpret_cast<const __m256i*>(magnitude[v][h]));
+          high[h] = _mm256_add_epi32(high[h], _mm256_madd_epi16(_mm256_maddubs_epi16(mq, _mm256_sign_epi8(xh, sq)), ones));
+          rest[h] = _mm256_add_epi32(rest[h], _mm256_madd_epi16(_mm256_maddubs_epi16(mq, _mm256_sign_epi8(xl, sq)), ones));
+        }
+      }
+      const __m256 step = _mm256_set1_ps(a.step[r * w.groups + g]);
+      for (int h = 0; h < 2; ++h) {
+        const __m256i dot = _mm256_add_epi32(_mm256_slli_epi32(high[h], 8), rest[h]);
+        const __m256 total = _mm256_load_ps(acc[r] + 8 * h);
+        _mm256_store_ps(acc[r] + 8 * h, _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(scale[h], step), total));
+      }
+    }
+  }
+  const int64_t rows = std::min(kTile, w.n - tile * kTile);
+  for (int64_t r = 0; r < m; ++r) std::memcpy(y + r * w.n + tile * kTile, acc[r], rows * sizeof(float));
+}
+
+// Tiles first..last of W against every row of x: with AVX-512, 4 rows of x at a time (the
+// weights of a group stay in registers for all 4); with AVX2, as the functions above say.
 template <int64_t BITS, bool WIDE>
 void tiles(const Weights& w, const Activations& a, int64_t m, float* y, int64_t first, int64_t last) {
-  auto run = [&](auto mt, int64_t tile, int64_t r) {
-    constexpr int MT = decltype(mt)::value;
-    if constexpr (WIDE)
-      tile512<BITS, MT>(w, a, tile, r, y);
-    else
-      tile256<BITS, MT>(w, a, tile, r, y);
-  };
+  auto run = [&](auto mt, int64_t tile, int64_t r) { tile512<BITS, decltype(mt)::value>(w, a, tile, r, y); };
   for (int64_t tile = first; tile < last; ++tile) {
-    int64_t r = 0;
-    if constexpr (BITS == 4 && !WIDE) {
-      m == 1 ? tile256_4bit(w, a, tile, 0, y) : tile256_4bit_rows(w, a, tile, m, y);
+    if constexpr (!WIDE) {  // AVX2
+      if constexpr (BITS == 4)
+        m == 1 ? tile256_4bit(w, a, tile, 0, y) : tile256_4bit_rows(w, a, tile, m, y);
+      else
+        tile256_8bit_rows(w, a, tile, m, y);
       continue;
     }
+    int64_t r = 0;
     for (; r + 4 <= m; r += 4) run(std::integral_constant<int, 4>{}, tile, r);
     switch (m - r) {
       case 3: run(std::integral_constant<int, 3>{}, tile, r); break;
